@@ -1,0 +1,91 @@
+"""gpunn's Numba kernels (installed as ``gpunn.kernels``).
+
+Layout, per topic ``T``:
+
+* ``T.py`` -- scalar rules as ``@njit`` functions (no signature, scalar in / scalar out) and the CPU
+  kernels: module-level ``@njit(parallel=True, error_model="numpy", cache=True)`` loops calling
+  them.  Named ``<rule>_cpu``.
+* ``T_cuda.py`` -- the CUDA kernels calling *the same* scalar rules (numba-cuda compiles a CPU
+  ``@njit`` dispatcher called from a ``@cuda.jit`` kernel as a device function), grid-stride loops
+  named ``<rule>``.  Imported lazily: only a CUDA device (real or simulated) loads numba.cuda.
+
+:func:`resolve` turns ``(device, topic, rule)`` into a callable ``f(n, *args)`` that runs the right
+kernel over ``n`` elements, on CuPy's current stream for a real GPU.  Hyper-parameters must
+arrive as scalars of the array dtype (``Device.scalar``) or float32 rules silently become float64.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+CPU_OPTIONS = dict(parallel=True, error_model="numpy", cache=True)
+"""Options of every CPU loop: ``error_model="numpy"`` lets LLVM vectorise divisions."""
+
+RULE_OPTIONS = dict(error_model="numpy")
+"""Options of every scalar rule (no signature, no ``parallel``/``cache``: those break the GPU path)."""
+
+
+def _module(topic: str, cuda: bool):
+    return importlib.import_module(f"{__name__}.{topic}{'_cuda' if cuda else ''}")
+
+
+def resolve(dev, topic: str, rule: str):
+    """Return ``f(n, *args)`` running kernel ``rule`` of ``topic`` for device ``dev`` on ``n`` elements."""
+    if not dev.is_cuda:
+        kernel = getattr(_module(topic, False), f"{rule}_cpu")
+
+        def run_cpu(n, *args):
+            if n:
+                kernel(*args)
+
+        return run_cpu
+    kernel = getattr(_module(topic, True), rule)
+
+    def run_cuda(n, *args):
+        if n:
+            blocks, threads = elementwise_grid(dev, n)
+            kernel[blocks, threads, stream(dev)](*args)
+
+    return run_cuda
+
+
+def cuda_kernel(topic: str, name: str):
+    """The raw ``@cuda.jit`` kernel ``name`` of ``topic`` (for launches with their own grid)."""
+    return getattr(_module(topic, True), name)
+
+
+@lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    import cupy
+
+    return cupy.cuda.Device(index).attributes["MultiProcessorCount"]
+
+
+def elementwise_grid(dev, n: int) -> tuple[int, int]:
+    """(blocks, threads per block) for a grid-stride loop over ``n`` elements.
+
+    On a GPU: 256 threads, at most 32 blocks per SM (the loop strides over the rest).  In the
+    simulator (one OS thread per CUDA thread): 32 threads, at most 2 blocks.
+    """
+    if dev.simulated:
+        threads, cap = 32, 2
+    else:
+        threads, cap = 256, 32 * _sm_count(dev.index)
+    return max(1, min(cap, -(-n // threads))), threads
+
+
+_streams: dict = {}
+
+
+def stream(dev):
+    """Numba's handle on CuPy's current stream (0, the default stream, in the simulator)."""
+    if dev.simulated:
+        return 0
+    ptr = dev.xp.cuda.get_current_stream().ptr
+    s = _streams.get(ptr)
+    if s is None:
+        from numba import cuda
+
+        s = _streams[ptr] = cuda.external_stream(ptr)
+    return s

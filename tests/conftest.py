@@ -1,0 +1,47 @@
+"""Test configuration: which devices the suite runs on.
+
+* Default (no GPU needed): every device-parametrised test runs on "cpu" and on "cuda" through
+  Numba's CUDA simulator (NumPy arrays stand in for device arrays, the real CUDA kernels run in the
+  simulator).  ``NUMBA_ENABLE_CUDASIM=1`` is set here, before anything imports numba.
+* ``GPUNN_TEST_DEVICE=cuda``: the same tests run on the real GPU (no simulator), strictly: a
+  missing GPU is an error, not a fallback.
+"""
+
+import os
+
+REAL_GPU = os.environ.get("GPUNN_TEST_DEVICE", "").lower() == "cuda"
+if not REAL_GPU:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import pytest  # noqa: E402
+
+DEVICES = ["cpu", "cuda"]
+
+
+@pytest.fixture(params=DEVICES)
+def dev(request):
+    """A gpunn Device: the CPU, then CUDA (real with GPUNN_TEST_DEVICE=cuda, else simulated)."""
+    import gpunn
+
+    return gpunn.device(request.param, strict=True)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The shared real MNIST test set (10,000 digits): $GPUNN_DATA/mnist or ../shared/data/mnist."""
+    from pathlib import Path
+
+    candidates = []
+    if os.environ.get("GPUNN_DATA"):
+        candidates += [Path(os.environ["GPUNN_DATA"]) / "mnist", Path(os.environ["GPUNN_DATA"])]
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    for c in candidates:
+        if (c / "t10k-images-idx3-ubyte.gz").exists() or (c / "t10k-images-idx3-ubyte").exists():
+            return c
+    pytest.skip(f"MNIST test set not found in {[str(c) for c in candidates]}")
+
+
+def to_numpy(a):
+    import gpunn
+
+    return gpunn.Device.to_numpy(a)
