@@ -18,8 +18,9 @@ host/device transfers, so the same model code runs on the CPU (NumPy) and on a G
 from __future__ import annotations
 
 import os
+import sys
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy
 
@@ -55,7 +56,7 @@ def cuda_simulated() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _probe_cuda(index: int) -> str | None:
     """Return None if GPU ``index`` is usable through CuPy and numba-cuda, else the reason why not."""
     try:
@@ -92,7 +93,7 @@ def cuda_available(index: int = 0) -> bool:
 _warned_fallback = False
 
 
-def _fallback(reason: str, strict: bool) -> "Device":
+def _fallback(reason: str, strict: bool) -> Device:
     global _warned_fallback
     if strict or os.environ.get("GPUNN_REQUIRE_CUDA", "0") not in ("", "0"):
         raise DeviceError(f"device 'cuda' requested but not usable: {reason}")
@@ -103,9 +104,18 @@ def _fallback(reason: str, strict: bool) -> "Device":
             "(NumPy). Install the 'cuda12' or 'cuda13' extra on a machine with an NVIDIA GPU, "
             "or pass strict=True / set GPUNN_REQUIRE_CUDA=1 to make this an error.",
             DeviceFallbackWarning,
-            stacklevel=3,
+            stacklevel=_caller_stacklevel(),
         )
     return _make("cpu", 0)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` pointing a warning at the first frame outside gpunn (the user's line)."""
+    inside = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _parse(name: str) -> tuple[str, int]:
@@ -121,7 +131,7 @@ def _parse(name: str) -> tuple[str, int]:
     raise ValueError(f"unknown device {name!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'")
 
 
-def device(name: "str | Device" = "auto", strict: bool = False) -> "Device":
+def device(name: str | Device = "auto", strict: bool = False) -> Device:
     """Resolve a device name to a :class:`Device` (see the module docstring for the semantics)."""
     if isinstance(name, Device):
         return name
@@ -141,8 +151,8 @@ def device(name: "str | Device" = "auto", strict: bool = False) -> "Device":
 get_device = device
 
 
-@lru_cache(maxsize=None)
-def _make(kind: str, index: int) -> "Device":
+@cache
+def _make(kind: str, index: int) -> Device:
     return Device(kind, index)
 
 

@@ -37,7 +37,7 @@ class FlatLayout:
         self.n_decay = sum(prod(shape) for _, shape, decay in specs if decay)
         self.names = names
 
-    def views(self, flat, device=None) -> "FlatDict":
+    def views(self, flat, device=None) -> FlatDict:
         """A :class:`FlatDict` of views of ``flat`` (a 1-D buffer of ``self.size`` elements on
         ``device``)."""
         d = FlatDict()

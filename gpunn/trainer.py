@@ -49,7 +49,8 @@ class Trainer:
             val = xv, check_targets(dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t")
         n = x.shape[0]
         steps = -(-n // self.batch_size)
-        bar = progress(total=self.epochs * steps, desc="training", unit="step", disable=not self.show_progress)
+        bar = progress(total=self.epochs * steps, desc="training", unit="step",
+                       disable=not self.show_progress)
         try:
             for epoch in range(self.epochs):
                 start = time.perf_counter()

@@ -17,7 +17,7 @@ arrive as scalars of the array dtype (``Device.scalar``) or float32 rules silent
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 CPU_OPTIONS = dict(parallel=True, error_model="numpy", cache=True)
 """Options of every CPU loop: ``error_model="numpy"`` lets LLVM vectorise divisions."""
@@ -55,11 +55,9 @@ def cuda_kernel(topic: str, name: str):
     return getattr(_module(topic, True), name)
 
 
-@lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    import cupy
-
-    return cupy.cuda.Device(index).attributes["MultiProcessorCount"]
+@cache
+def _sm_count(dev) -> int:
+    return dev.xp.cuda.Device(dev.index).attributes["MultiProcessorCount"]
 
 
 def elementwise_grid(dev, n: int) -> tuple[int, int]:
@@ -71,7 +69,7 @@ def elementwise_grid(dev, n: int) -> tuple[int, int]:
     if dev.simulated:
         threads, cap = 32, 2
     else:
-        threads, cap = 256, 32 * _sm_count(dev.index)
+        threads, cap = 256, 32 * _sm_count(dev)
     return max(1, min(cap, -(-n // threads))), threads
 
 

@@ -1,0 +1,53 @@
+"""Structural rules of the code base."""
+
+import ast
+from pathlib import Path
+
+import gpunn
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_FILES = sorted((ROOT / "gpunn").rglob("*.py")) + sorted((ROOT / "kernels").rglob("*.py"))
+BACKEND = ROOT / "gpunn" / "backend.py"
+
+
+def _imported_modules(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_only_the_backend_imports_numpy_or_cupy():
+    offenders = []
+    for path in PACKAGE_FILES:
+        if path == BACKEND:
+            continue
+        for mod in _imported_modules(path):
+            if mod.split(".")[0] in ("numpy", "cupy"):
+                offenders.append(f"{path.relative_to(ROOT)} imports {mod}")
+    assert not offenders, "array math must go through gpunn.backend:\n" + "\n".join(offenders)
+
+
+def test_the_scan_sees_the_package():
+    # guard against the test above passing vacuously
+    assert BACKEND in PACKAGE_FILES and len(PACKAGE_FILES) > 8
+    assert "numpy" in set(_imported_modules(BACKEND))
+
+
+def test_kernels_install_inside_the_package():
+    import gpunn.kernels
+
+    assert Path(gpunn.kernels.__file__).resolve().parent == (ROOT / "kernels").resolve() or \
+        "site-packages" in gpunn.kernels.__file__
+    assert gpunn.kernels.__name__ == "gpunn.kernels"
+    import importlib.util
+
+    assert importlib.util.find_spec("kernels") is None or \
+        Path(importlib.util.find_spec("kernels").origin).parent != (ROOT / "kernels").resolve()
+
+
+def test_public_api():
+    for name in ("MLP", "Trainer", "device", "optim", "datasets"):
+        assert hasattr(gpunn, name)
