@@ -1,6 +1,7 @@
 """Structural rules of the code base."""
 
 import ast
+import os
 from pathlib import Path
 
 import gpunn
@@ -36,16 +37,18 @@ def test_the_scan_sees_the_package():
     assert "numpy" in set(_imported_modules(BACKEND))
 
 
-def test_kernels_install_inside_the_package():
-    import gpunn.kernels
+def test_kernels_install_inside_the_package(tmp_path):
+    """gpunn.kernels is the repo's kernels/ directory; no top-level module "kernels" is installed
+    (checked from another directory, so the repo root is not on sys.path)."""
+    import subprocess
+    import sys
 
-    assert Path(gpunn.kernels.__file__).resolve().parent == (ROOT / "kernels").resolve() or \
-        "site-packages" in gpunn.kernels.__file__
-    assert gpunn.kernels.__name__ == "gpunn.kernels"
-    import importlib.util
-
-    assert importlib.util.find_spec("kernels") is None or \
-        Path(importlib.util.find_spec("kernels").origin).parent != (ROOT / "kernels").resolve()
+    code = ("import importlib.util, gpunn.kernels; "
+            "print(importlib.util.find_spec('kernels') is None, gpunn.kernels.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "gpunn.kernels"]
 
 
 def test_public_api():
