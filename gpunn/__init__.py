@@ -1,11 +1,13 @@
 """gpunn: neural networks from scratch, fast, on CPU (NumPy) or GPU (CuPy) with fused Numba kernels."""
 
-from . import datasets, init, layers, losses, optim
+from . import checkpoint, datasets, init, layers, losses, optim
 from .backend import Device, DeviceError, DeviceFallbackWarning, cuda_available, device, get_device
+from .checkpoint import CheckpointError
 from .mlp import MLP
-from .trainer import Trainer
+from .trainer import Trainer, TrainingDivergedError
 
 __version__ = "0.1.0"
 
-__all__ = ["Device", "DeviceError", "DeviceFallbackWarning", "MLP", "Trainer", "cuda_available", "datasets",
-           "device", "get_device", "init", "layers", "losses", "optim", "__version__"]
+__all__ = ["CheckpointError", "Device", "DeviceError", "DeviceFallbackWarning", "MLP", "Trainer",
+           "TrainingDivergedError", "checkpoint", "cuda_available", "datasets", "device", "get_device",
+           "init", "layers", "losses", "optim", "__version__"]

@@ -51,6 +51,18 @@ def host_xp():
     return numpy
 
 
+def check_seed(seed):
+    """``seed`` if it is None, a non-negative int or a NumPy ``SeedSequence``; else
+    ``TypeError`` (not an integer) or ``ValueError`` (negative)."""
+    if seed is None or isinstance(seed, numpy.random.SeedSequence):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)):
+        raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def cuda_simulated() -> bool:
     """True when Numba's CUDA simulator is switched on (``NUMBA_ENABLE_CUDASIM=1``)."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
@@ -256,6 +268,7 @@ class Device:
 
     def rng(self, seed=None):
         """A seeded random generator on this device (``numpy.random.Generator`` or CuPy's)."""
+        seed = check_seed(seed)
         if self.xp is numpy:
             return numpy.random.default_rng(seed)
         with self.xp.cuda.Device(self.index):
@@ -264,4 +277,4 @@ class Device:
     def host_rng(self, seed=None):
         """A seeded host generator: for anything that must be identical across devices
         (initial weights, data order, dropout masks are drawn here and moved over)."""
-        return numpy.random.default_rng(seed)
+        return numpy.random.default_rng(check_seed(seed))

@@ -14,17 +14,27 @@ Readers' code ports unchanged: ``net.params`` ("W1", "b1", "W2", …), ``net.pre
 All parameters live in one flat buffer and all gradients in another (``net.params.flat``,
 ``net.grads.flat``); each ``W``/``b`` is a view, so an optimizer updates the whole model in one
 kernel launch.  ``gradient`` returns the same gradient dict (of views) every call.
+
+Regularisation, as in the textbook's ``MultiLayerNetExtend``: ``batchnorm=True`` puts a
+:class:`~gpunn.batchnorm.BatchNorm` between each hidden Affine and its activation (γ/β in
+``params`` as "gamma1", "beta1", …; running statistics in ``net.buffers``), ``dropout=p`` a
+:class:`~gpunn.regularization.Dropout` after each hidden activation, and ``weight_decay=λ`` adds
+½λ·Σ‖W‖² to the loss and λW to the weight gradients (not to biases nor γ/β)::
+
+    Affine → [BatchNorm] → activation → [Dropout]   (each hidden layer)   Affine → Softmax (output)
 """
 
 from __future__ import annotations
 
 from .backend import device as get_device
+from .batchnorm import EPS, MOMENTUM, BatchNorm
 from .gradcheck import numerical_gradient_dict
 from .init import get_initializer
 from .layers import Affine, get_activation, softmax
 from .losses import get_loss
 from .params import FlatLayout
-from .validate import check_inputs, check_targets
+from .regularization import Dropout, add_weight_decay, weight_decay_loss
+from .validate import check_hyper, check_inputs, check_targets
 
 __all__ = ["MLP"]
 
@@ -45,11 +55,20 @@ class MLP:
         ``"hinge"``, or a :class:`~gpunn.losses.Loss`.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`gpunn.device`).
     dtype : ``"float32"`` (default) or ``"float64"``.
-    seed : seeds the initial weights (drawn on the host: identical on every device).
+    seed : seeds the initial weights and the dropout masks (drawn on the host: identical on every
+        device).
+    batchnorm : ``True`` for a BatchNorm layer after each hidden Affine (before the activation).
+    dropout : drop probability ``p`` (0 ≤ p < 1) of a Dropout after each hidden activation, or a
+        list, one per hidden layer; 0 (default) adds none.
+    weight_decay : L2 strength λ ≥ 0: ½λ·Σ‖W‖² in the loss, λW in the weight gradients.  (The
+        optimizers' own ``weight_decay`` does the gradient part only; use one or the other.)
+    bn_momentum, bn_eps : BatchNorm's running-statistics momentum (weight of the new batch, PyTorch
+        convention: 0.1 ≙ Saito's 0.9) and ε (see :mod:`gpunn.batchnorm`).
     """
 
     def __init__(self, input_size: int, hidden_sizes, output_size: int, activation="relu", init="auto",
-                 loss="cross_entropy", device="cpu", dtype="float32", seed=None):
+                 loss="cross_entropy", device="cpu", dtype="float32", seed=None, *, batchnorm: bool = False,
+                 dropout=0.0, weight_decay: float = 0.0, bn_momentum: float = MOMENTUM, bn_eps: float = EPS):
         self.device = dev = get_device(device)
         self.dtype = dev.dtype(dtype)
         self.xp = dev.xp
@@ -64,14 +83,28 @@ class MLP:
         self.activations = _per_layer("activation", activation, n_hidden)
         inits = _per_layer("init", init, n_hidden + 1)
         self.n_classes = output_size
+        if not isinstance(batchnorm, bool):
+            raise TypeError(f"batchnorm must be True or False, got {batchnorm!r}")
+        self.batchnorm = batchnorm
+        drops = [check_hyper("dropout", p, low=0, high=1, high_open=True)
+                 for p in _per_layer("dropout", dropout, n_hidden)]
+        self.dropout = list(dropout) if isinstance(dropout, (list, tuple)) else float(dropout)
+        self.weight_decay = check_hyper("weight_decay", weight_decay, low=0)
+        self.bn_momentum = check_hyper("bn_momentum", bn_momentum, low=0, high=1)
+        self.bn_eps = check_hyper("bn_eps", bn_eps, low=0, low_open=True)
 
         specs = []
         for i in range(1, len(sizes)):
             specs += [(f"W{i}", (sizes[i - 1], sizes[i]), True), (f"b{i}", (sizes[i],), False)]
+            if batchnorm and i < len(sizes) - 1:
+                specs += [(f"gamma{i}", (sizes[i],), False), (f"beta{i}", (sizes[i],), False)]
         self.layout = FlatLayout(specs)
         xp = self.xp
         self.params = self.layout.views(xp.zeros(self.layout.size, dtype=self.dtype), dev)
         self.grads = self.layout.views(xp.zeros(self.layout.size, dtype=self.dtype), dev)
+        # non-trainable state (BatchNorm running statistics) by name, in one place: what checkpoints
+        # save besides the parameters; no optimizer touches it
+        self.buffers = {}
 
         rng = dev.host_rng(seed)
         self.layers = []
@@ -81,7 +114,21 @@ class MLP:
             W[...] = dev.to_device(_initializer(inits[i - 1], act)(rng, sizes[i - 1], sizes[i]), self.dtype)
             self.layers.append(Affine(xp, W, self.params[f"b{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"]))
             if i < len(sizes) - 1:
+                if batchnorm:
+                    self.params[f"gamma{i}"] = 1
+                    rm = self.buffers[f"running_mean{i}"] = xp.zeros(sizes[i], dtype=self.dtype)
+                    rv = self.buffers[f"running_var{i}"] = xp.ones(sizes[i], dtype=self.dtype)
+                    self.layers.append(BatchNorm(
+                        dev, sizes[i], gamma=self.params[f"gamma{i}"], beta=self.params[f"beta{i}"],
+                        dgamma=self.grads[f"gamma{i}"], dbeta=self.grads[f"beta{i}"], running_mean=rm,
+                        running_var=rv, eps=self.bn_eps, momentum=self.bn_momentum))
                 self.layers.append(get_activation(self.activations[i - 1], xp))
+        # dropout generators are seeded from the weight generator after the weights: the weights do
+        # not depend on whether dropout is on
+        for i, p in enumerate(drops):
+            if p > 0:
+                at = self.layers.index(self._activation_layer(i)) + 1
+                self.layers.insert(at, Dropout(dev, p, seed=int(rng.integers(0, 1 << 62))))
         self.last_layer = get_loss(loss, xp)
 
     # -- the textbook interface ---------------------------------------------------------------
@@ -113,11 +160,24 @@ class MLP:
         return self.grads
 
     def numerical_gradient(self, x, t, h: float = 1e-6):
-        """Central-difference gradients of :meth:`loss` (slow; for checking :meth:`gradient`,
-        in float64)."""
+        """Central-difference gradients of the training-mode loss (slow; for checking
+        :meth:`gradient`, in float64).
+
+        Every evaluation sees the dropout masks and BatchNorm state the *next* training forward
+        would see, and both are restored afterwards: ``numerical_gradient(x, t)`` followed by
+        ``gradient(x, t)`` (the textbook's order) compares the same function."""
         x = self._x(x)
         t = self._t(t, x.shape[0])
-        return numerical_gradient_dict(lambda: self._loss(x, t, True), self.params, h)
+        snap = self._snapshot()
+
+        def f():
+            self._restore(snap)
+            return self._loss(x, t, True)
+
+        try:
+            return numerical_gradient_dict(f, self.params, h)
+        finally:
+            self._restore(snap)
 
     # -- unchecked internals (the trainer validates whole datasets once) ------------------------
     def _forward(self, x, train):
@@ -126,7 +186,10 @@ class MLP:
         return x
 
     def _loss(self, x, t, train):
-        return self.last_layer.forward(self._forward(x, train), t)
+        loss = self.last_layer.forward(self._forward(x, train), t)
+        if self.weight_decay:
+            loss = loss + weight_decay_loss(self.params, self.weight_decay)
+        return loss
 
     def _gradient(self, x, t):
         """Forward in training mode and backward; fills ``self.grads``; returns the loss (an array
@@ -135,7 +198,28 @@ class MLP:
         dout = self.last_layer.backward()
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
+        if self.weight_decay:
+            add_weight_decay(self.params, self.grads, self.weight_decay)
         return loss
+
+    def _activation_layer(self, i):
+        """The activation layer of hidden layer ``i`` (0-based)."""
+        return [layer for layer in self.layers if not isinstance(layer, (Affine, BatchNorm, Dropout))][i]
+
+    def _snapshot(self):
+        """The state a training-mode forward changes besides the parameters: the BatchNorm running
+        statistics and the dropout generators."""
+        bufs = {k: v.copy() for k, v in self.buffers.items()}
+        rngs = [(d, d.rng.bit_generator.state, d.key) for d in self.dropout_layers]
+        return bufs, rngs
+
+    def _restore(self, snap):
+        bufs, rngs = snap
+        for k, v in bufs.items():
+            self.buffers[k][...] = v
+        for d, state, key in rngs:
+            d.rng.bit_generator.state = state
+            d.key = key
 
     def _x(self, x):
         return check_inputs(self.device, x, self.sizes[0], self.dtype, "x")
@@ -148,10 +232,25 @@ class MLP:
     def n_params(self) -> int:
         return self.layout.size
 
+    @property
+    def batchnorm_layers(self) -> list:
+        return [layer for layer in self.layers if isinstance(layer, BatchNorm)]
+
+    @property
+    def dropout_layers(self) -> list:
+        return [layer for layer in self.layers if isinstance(layer, Dropout)]
+
     def __repr__(self) -> str:
         body = " → ".join(str(s) for s in self.sizes)
-        return (f"MLP({body}, activations={self.activations}, loss={type(self.last_layer).__name__}, "
-                f"device={self.device.name!r}, dtype={self.dtype.name})")
+        extra = ""
+        if self.batchnorm:
+            extra += ", batchnorm=True"
+        if self.dropout_layers:
+            extra += f", dropout={self.dropout}"
+        if self.weight_decay:
+            extra += f", weight_decay={self.weight_decay:g}"
+        return (f"MLP({body}, activations={self.activations}, loss={type(self.last_layer).__name__}"
+                f"{extra}, device={self.device.name!r}, dtype={self.dtype.name})")
 
 
 def _per_layer(what, value, n):

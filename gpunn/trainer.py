@@ -1,19 +1,103 @@
-"""The training loop: mini-batches in a seeded order, epochs, evaluation and a history.
+"""The training loop: mini-batches in a seeded order, epochs, evaluation, a history, and the
+reliability features (guarded steps, checkpoints, clean Ctrl-C).
 
 The data order is drawn on the host from ``seed``, so the same seed gives the same batches on
 every device, and CPU and GPU runs agree up to float rounding.  Datasets are validated (shape,
 dtype, labels, NaN) and moved to the device once, before the first step; a step then moves
 nothing between host and device and the per-step losses stay on the device until the epoch ends.
+
+**Guarded training** (``guard=True``, default): before the optimizer applies a step, one reduction
+``isfinite(loss + Σ grads)`` checks that the loss and every gradient are finite; if not, training
+stops with :class:`TrainingDivergedError` naming the step, the epoch and the first non-finite
+quantity (``the loss``, or e.g. ``grads['W2'] has 3 NaN``), with the model still as it was before
+that step.  On the CPU the check costs one pass over the gradient buffer; on a GPU it is also one
+small device→host synchronisation per step (it stops the host from queuing steps ahead of the
+GPU).  ``guard_every=k`` checks every k-th step only (a divergence then surfaces up to k−1 steps
+late, with the model already damaged), ``guard=False`` never checks.
+
+**Checkpoints**: ``checkpoint_path="run.npz"`` writes a checkpoint (see :mod:`gpunn.checkpoint`)
+every ``checkpoint_every`` epochs (``checkpoint_unit="epoch"``, default) or steps (``"step"``), and
+at the end of :meth:`Trainer.fit`.  A checkpoint is never overwritten by a diverged state: on a
+divergence the good one is kept and the failing state goes to ``run.failed.npz``.
+:meth:`Trainer.resume` restores model, optimizer, random generators, data order and history, and
+the next :meth:`Trainer.fit` continues the run — also from the middle of an epoch — giving on the
+CPU bit-for-bit the losses of an uninterrupted run (on a GPU, cuBLAS/CuPy reductions need not be
+bit-reproducible; the data order and the initial weights are).
+
+**Ctrl-C**: during :meth:`Trainer.fit` the first SIGINT is deferred to the end of the current step;
+training then stops cleanly: the history is kept (``history["interrupted"] = True``), a
+checkpoint is written when checkpointing is on, a one-line notice goes to stderr, and ``fit``
+returns the history.  A second Ctrl-C stops at once.  Calling ``fit`` again continues the run.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
+import warnings
+from pathlib import Path
 
+from . import checkpoint as _ckpt
+from .backend import host_xp
 from .progress import progress
 from .validate import check_inputs, check_targets
 
-__all__ = ["Trainer"]
+np = host_xp()
+
+__all__ = ["Trainer", "TrainingDivergedError"]
+
+_HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "iter_loss", "epoch_time")
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or a gradient became NaN/Inf.  Attributes: ``step`` (1-based global step number),
+    ``epoch`` (1-based), ``quantity`` (``"loss"``, ``"grads['W2']"``, ``"params['W1']"``),
+    ``history`` (the trainer's history up to the last good step), ``checkpoint`` (the kept good
+    checkpoint's path or None) and ``failed_checkpoint`` (where the failing state was written, or
+    None)."""
+
+    def __init__(self, message, step, epoch, quantity):
+        super().__init__(message)
+        self.step, self.epoch, self.quantity = step, epoch, quantity
+        self.history = None
+        self.checkpoint = self.failed_checkpoint = None
+
+
+class _Interrupted(Exception):
+    """Internal: a deferred Ctrl-C reached a step boundary."""
+
+
+class _DeferSigint:
+    """Turn the first SIGINT into a flag checked at step boundaries (main thread, default handler
+    only); a second SIGINT raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
 
 
 class Trainer:
@@ -21,67 +105,261 @@ class Trainer:
 
     ``fit(x, t, validation_data=(x_val, t_val))`` returns the history dict:
     ``loss`` / ``acc`` (per epoch, training set), ``val_loss`` / ``val_acc`` (when validation data
-    is given), ``iter_loss`` (every step), ``epoch_time`` (seconds).
+    is given), ``iter_loss`` (every step), ``epoch_time`` (seconds), ``interrupted`` (True when
+    Ctrl-C stopped the last ``fit``).
+
+    Parameters (besides the obvious): ``seed`` seeds the host generator of the data order;
+    ``guard``/``guard_every`` the NaN/Inf check of every (k-th) step; ``checkpoint_path``,
+    ``checkpoint_every``, ``checkpoint_unit`` (``"epoch"`` or ``"step"``) periodic checkpoints.
+    See the module docstring.
+
+    With BatchNorm in the model, a ``batch_size`` that leaves a batch of one example is refused
+    before training (BatchNorm cannot train on one example).
+
+    ``epochs`` is the length of a run: ``fit`` trains until the run's last epoch is done, so after
+    :meth:`resume` or a Ctrl-C it finishes the run; on a trainer whose run is complete it starts a
+    new run of ``epochs`` more epochs.
     """
 
     def __init__(self, model, optimizer, epochs: int = 10, batch_size: int = 100, seed=0,
-                 progress: bool = True, eval_batch_size: int = 2000, verbose: bool = False):
-        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                 progress: bool = True, eval_batch_size: int = 2000, verbose: bool = False, *,
+                 guard: bool = True, guard_every: int = 1, checkpoint_path=None, checkpoint_every: int = 1,
+                 checkpoint_unit: str = "epoch"):
+        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                        ("guard_every", guard_every), ("checkpoint_every", checkpoint_every)):
+            _positive_int(name, v)
+        missing = [a for a in ("device", "params", "grads", "_gradient", "_forward", "last_layer")
+                   if not hasattr(model, a)]
+        if missing:
+            raise TypeError(f"model must be a gpunn MLP, got {type(model).__name__} (it lacks "
+                            f"{', '.join(missing)})")
+        if not callable(getattr(optimizer, "update", None)):
+            raise TypeError("optimizer must have an update(params, grads) method, got "
+                            f"{type(optimizer).__name__}")
+        if not isinstance(guard, bool):
+            raise TypeError(f"guard must be True or False, got {guard!r}")
+        if checkpoint_unit not in ("epoch", "step"):
+            raise ValueError(f"checkpoint_unit must be 'epoch' or 'step', got {checkpoint_unit!r}")
+        if checkpoint_path is not None:
+            checkpoint_path = _ckpt._as_path(checkpoint_path)
+            if not checkpoint_path.parent.is_dir():
+                raise ValueError(f"checkpoint_path: directory {checkpoint_path.parent} does not exist")
+            if checkpoint_path.is_dir():
+                raise ValueError(f"checkpoint_path {checkpoint_path} is a directory; give a file name")
+        rng = model.device.host_rng(seed)
         self.model, self.optimizer = model, optimizer
         self.epochs, self.batch_size, self.eval_batch_size = epochs, batch_size, eval_batch_size
-        self.rng = model.device.host_rng(seed)
+        self.seed = seed
+        self.rng = rng
         self.show_progress = progress
         self.verbose = verbose
-        self.history = {"loss": [], "acc": [], "val_loss": [], "val_acc": [], "iter_loss": [],
-                        "epoch_time": []}
+        self.guard, self.guard_every = guard, guard_every
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every, self.checkpoint_unit = checkpoint_every, checkpoint_unit
+        self.history = {k: [] for k in _HISTORY_KEYS}
+        self.history["interrupted"] = False
+        # the training position
+        self.epoch = 0            # epochs completed
+        self.step = 0             # steps completed (all epochs)
+        self._offset = 0          # examples of the current epoch already trained on
+        self._order = None        # the current epoch's permutation (host), while inside an epoch
+        self._order_dev = None
+        self._run_end = None      # the epoch at which the current run ends
+        self._epoch_elapsed = 0.0
+        self._pending = []        # this epoch's step losses not yet in history["iter_loss"] (device)
+        self._phase = None
 
+    # -- training -----------------------------------------------------------------------------
     def fit(self, x, t, validation_data=None) -> dict:
+        """Train until the run's last epoch is done; returns ``self.history``.
+
+        Raises :class:`TrainingDivergedError` when a guarded step finds a NaN/Inf; returns the
+        history (``history["interrupted"] = True``) after a Ctrl-C.
+        """
         model = self.model
         dev = model.device
         x = check_inputs(dev, x, model.sizes[0], model.dtype, "x")
         t = check_targets(dev, t, x.shape[0], model.n_classes, model.dtype, "t")
         val = None
         if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (x_val, t_val)")
             xv, tv = validation_data
             xv = check_inputs(dev, xv, model.sizes[0], model.dtype, "validation x")
             val = xv, check_targets(dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t")
         n = x.shape[0]
-        steps = -(-n // self.batch_size)
-        bar = progress(total=self.epochs * steps, desc="training", unit="step",
-                       disable=not self.show_progress)
+        bs = self.batch_size
+        if (bs == 1 or n % bs == 1) and (getattr(model, "batchnorm_layers", None) or _ckpt._buffers(model)):
+            hint = next((b for b in range(max(bs, 2), n + 1) if n % b != 1), None)
+            raise ValueError(f"batch_size={bs} gives a batch of 1 example (of {n}), and BatchNorm cannot "
+                             "train on a single example; "
+                             + (f"use e.g. batch_size={hint}" if hint else "use more examples"))
+        if self._order is not None and self._order.shape[0] != n:
+            raise ValueError(f"x has {n} rows, but the trainer is in the middle of an epoch over "
+                             f"{self._order.shape[0]} examples (resumed or interrupted); pass the same "
+                             "training set")
+        if self._run_end is None or (self.epoch >= self._run_end and self._order is None):
+            self._run_end = self.epoch + self.epochs
+        self.history["interrupted"] = False
+        steps = -(-n // bs)
+        remaining = (self._run_end - self.epoch) * steps - (-(-self._offset // bs))
+        bar = progress(total=remaining, desc="training", unit="step", disable=not self.show_progress)
+        ckpt_steps = self.checkpoint_path is not None and self.checkpoint_unit == "step"
+        ckpt_epochs = self.checkpoint_path is not None and self.checkpoint_unit == "epoch"
+        due = False  # a step-unit checkpoint fell on the last step of an epoch: write it after the epoch
         try:
-            for epoch in range(self.epochs):
-                start = time.perf_counter()
-                order = dev.to_device(self.rng.permutation(n))
-                losses = []
-                for s in range(steps):
-                    idx = order[s * self.batch_size:(s + 1) * self.batch_size]
-                    losses.append(model._gradient(x[idx], t[idx]))
-                    self.optimizer.update(model.params, model.grads)
-                    bar.update(1)
-                self.history["iter_loss"] += [float(v) for v in losses]
-                self._end_epoch(epoch, x, t, val, time.perf_counter() - start, bar)
+            with _DeferSigint() as sigint:
+                while self.epoch < self._run_end:
+                    if self._order is None:
+                        self._order = self.rng.permutation(n)
+                        self._order_dev = None
+                        self._offset, self._epoch_elapsed, self._pending = 0, 0.0, []
+                    if self._order_dev is None:
+                        self._order_dev = dev.to_device(self._order)
+                    start = time.perf_counter()
+                    while self._offset < n:
+                        idx = self._order_dev[self._offset:self._offset + bs]
+                        self._phase = "gradient"
+                        loss = model._gradient(x[idx], t[idx])
+                        if self.guard and (self.step + 1) % self.guard_every == 0:
+                            self._check_step(loss, steps)
+                        self._phase = "update"
+                        self.optimizer.update(model.params, model.grads)
+                        self._pending.append(loss)
+                        self._offset = min(n, self._offset + bs)
+                        self.step += 1
+                        self._phase = None
+                        bar.update(1)
+                        if ckpt_steps and self.step % self.checkpoint_every == 0:
+                            due = True
+                        if due and self._offset < n:
+                            self._epoch_elapsed += time.perf_counter() - start
+                            start = time.perf_counter()
+                            self._periodic_checkpoint()
+                            due = False
+                        if sigint.requested:
+                            raise _Interrupted
+                    self._epoch_elapsed += time.perf_counter() - start
+                    self._flush_losses()
+                    self._end_epoch(x, t, val, bar)
+                    if ckpt_epochs and self.epoch % self.checkpoint_every == 0:
+                        due = True
+                    if due and self.epoch < self._run_end:
+                        self._periodic_checkpoint()
+                        due = False
+                    if sigint.requested:
+                        raise _Interrupted
+                if self.checkpoint_path is not None:
+                    self._periodic_checkpoint()
+        except (_Interrupted, KeyboardInterrupt):
+            bar.close()
+            self._interrupted()
+        except TrainingDivergedError as exc:
+            bar.close()
+            self._phase = None
+            self._flush_losses()
+            exc.history = self.history
+            if self.checkpoint_path is not None:
+                exc.checkpoint = self.checkpoint_path if self.checkpoint_path.exists() else None
+                exc.failed_checkpoint = self._failed_path()
+                try:
+                    self.save_checkpoint(exc.failed_checkpoint)
+                except Exception as write_exc:  # noqa: BLE001 - report, keep the original error
+                    exc.failed_checkpoint = None
+                    exc.args = (f"{exc.args[0]} (writing the failed state failed: {write_exc})",)
+                else:
+                    kept = f"the last good checkpoint {exc.checkpoint} is kept; " if exc.checkpoint else ""
+                    exc.args = (f"{exc.args[0]} ({kept}the failing state was written to "
+                                f"{exc.failed_checkpoint})",)
+            raise
         finally:
             bar.close()
         return self.history
 
-    def _end_epoch(self, epoch, x, t, val, seconds, bar):
-        h = self.history
+    def _interrupted(self):
+        """Ctrl-C: keep the history, write a checkpoint if the state is consistent, say so."""
+        mid_step = self._phase is not None
+        if self._phase == "gradient" and not _ckpt._buffers(self.model) and not _ckpt._model_rngs(self.model):
+            mid_step = False  # a gradient computed, never applied: as if the step never began (unless
+            # the forward pass moved BatchNorm statistics or drew a dropout mask)
+        self._phase = None
+        self._flush_losses()
+        self.history["interrupted"] = True
+        where = f"at step {self.step} (epoch {min(self.epoch + 1, self._run_end)}/{self._run_end})"
+        note = ""
+        if self.checkpoint_path is not None:
+            if mid_step:
+                note = (f"; stopped inside a step, so {self.checkpoint_path} was not rewritten (it "
+                        "holds the last periodic checkpoint)")
+            else:
+                try:
+                    self.save_checkpoint()
+                    note = f"; checkpoint written to {self.checkpoint_path}"
+                except Exception as exc:  # noqa: BLE001 - the interrupt must still end cleanly
+                    note = f"; writing the checkpoint failed ({exc.__class__.__name__}: {exc})"
+        print(f"gpunn: training interrupted {where}; history kept{note}", file=sys.stderr, flush=True)
+
+    def _check_step(self, loss, steps):
+        """One reduction over the loss and the whole gradient buffer; details only on failure."""
+        model = self.model
+        xp = model.xp
+        grads = model.grads
+        flat = getattr(grads, "flat", None)
+        total = loss + (flat.sum() if flat is not None else sum(g.sum() for g in grads.values()))
+        if bool(xp.isfinite(total)):
+            return
+        quantity, detail = self._diagnose(loss)
+        if quantity is None:  # the sum overflowed, every value is finite: not a divergence
+            return
+        step, epoch = self.step + 1, self.epoch + 1
+        batch = self._offset // self.batch_size + 1
+        late = "" if self.guard_every == 1 else f" (checked every {self.guard_every} steps: it may have " \
+                                                 "started up to that many steps earlier)"
+        raise TrainingDivergedError(
+            f"training diverged at step {step} (epoch {epoch}, batch {batch} of {steps}): {detail}{late}. "
+            "The optimizer did not apply this step. Lower the learning rate, check the data and the "
+            "initialisation, or pass guard=False to train anyway.", step, epoch, quantity)
+
+    def _diagnose(self, loss, what=("grads", "params")):
+        xp = self.model.xp
+        value = float(loss)
+        if not np.isfinite(value):
+            return "loss", f"the loss is {value}"
+        for kind in what:
+            for name, a in getattr(self.model, kind).items():
+                n_nan, n_inf = int(xp.isnan(a).sum()), int(xp.isinf(a).sum())
+                if n_nan or n_inf:
+                    parts = [f"{n_nan} NaN"] * bool(n_nan) + [f"{n_inf} Inf"] * bool(n_inf)
+                    label = f"{kind}[{name!r}]"
+                    return label, f"{label} has {' and '.join(parts)} (of {a.size} values)"
+        return None, None
+
+    def _flush_losses(self):
+        if self._pending:
+            self.history["iter_loss"] += [float(v) for v in self._pending]
+            self._pending = []
+
+    def _end_epoch(self, x, t, val, bar):
+        """Evaluate, then record the epoch and advance the position in one uninterruptible stretch
+        of plain Python (no half-recorded epoch if a KeyboardInterrupt lands in the evaluation)."""
         loss, acc = self.evaluate(x, t)
+        vl, va = self.evaluate(*val) if val is not None else (None, None)
+        h = self.history
         h["loss"].append(loss)
         h["acc"].append(acc)
-        h["epoch_time"].append(seconds)
-        info = {"loss": f"{loss:.4f}", "acc": f"{acc:.4f}"}
+        h["epoch_time"].append(self._epoch_elapsed)
         if val is not None:
-            vl, va = self.evaluate(*val)
             h["val_loss"].append(vl)
             h["val_acc"].append(va)
+        self._order = self._order_dev = None
+        self._offset = 0
+        self.epoch += 1
+        info = {"loss": f"{loss:.4f}", "acc": f"{acc:.4f}"}
+        if val is not None:
             info.update(val_acc=f"{va:.4f}")
         bar.set_postfix(**info)
         if self.verbose:
-            print(f"epoch {epoch + 1}/{self.epochs}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+            print(f"epoch {self.epoch}/{self._run_end}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
 
     def evaluate(self, x, t) -> tuple[float, float]:
         """(mean loss, accuracy) over a validated dataset, in batches, in evaluation mode."""
@@ -95,3 +373,105 @@ class Trainer:
             labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
             total_correct += float((scores.argmax(axis=1) == labels).sum())
         return total_loss / n, total_correct / n
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, path=None) -> Path:
+        """Write model, optimizer and trainer state to ``path`` (default ``checkpoint_path``)."""
+        path = self._path(path)
+        self._flush_losses()
+        return _ckpt.save(path, self.model, self.optimizer, self)
+
+    def resume(self, path=None) -> Trainer:
+        """Restore model, optimizer and trainer from the checkpoint at ``path`` (default
+        ``checkpoint_path``); the next :meth:`fit` continues the saved run.  Returns ``self``."""
+        _ckpt.load(self._path(path), self.model, self.optimizer, self)
+        return self
+
+    def _path(self, path):
+        if path is None:
+            if self.checkpoint_path is None:
+                raise ValueError("no checkpoint path: pass one, or create the Trainer with checkpoint_path=")
+            return self.checkpoint_path
+        return _ckpt._as_path(path)
+
+    def _failed_path(self) -> Path:
+        p = self.checkpoint_path
+        stem = p.name[:-4] if p.name.endswith(".npz") else p.name
+        return p.with_name(stem + ".failed.npz")
+
+    def _periodic_checkpoint(self):
+        """Write the periodic checkpoint unless the parameters went non-finite (never replace a good
+        checkpoint with a diverged state)."""
+        xp = self.model.xp
+        if not bool(xp.isfinite(self.model.params.flat.sum())):
+            quantity, detail = self._diagnose(0.0, ("params",))
+            if quantity is not None:
+                msg = (f"parameters are not finite at step {self.step} (epoch {self.epoch + 1}): {detail}")
+                if self.guard:
+                    raise TrainingDivergedError(f"training diverged: {msg}", self.step, self.epoch + 1,
+                                                quantity)
+                warnings.warn(f"{msg}; {self.checkpoint_path} is kept, not overwritten", RuntimeWarning,
+                              stacklevel=3)
+                return
+        self.save_checkpoint()
+
+    def state_dict(self) -> dict:
+        """The trainer's position (epoch, step, offset in the epoch and its data order), random
+        generator state, history and configuration: host arrays and plain Python values."""
+        self._flush_losses()
+        history = {}
+        for k, v in self.history.items():
+            if isinstance(v, list) and all(type(e) in (int, float) for e in v):
+                history[k] = np.asarray(v, dtype=np.float64)
+            else:
+                history[k] = v
+        return {
+            "epoch": self.epoch, "step": self.step, "offset": self._offset, "run_end": self._run_end,
+            "order": None if self._order is None else np.asarray(self._order, dtype=np.int64),
+            "rng": self.rng.bit_generator.state,
+            "epoch_elapsed": self._epoch_elapsed,
+            "history": history,
+            "config": {"epochs": self.epochs, "batch_size": self.batch_size,
+                       "seed": self.seed if self.seed is None or isinstance(self.seed, int) else None},
+        }
+
+    def _check_state(self, sd):
+        """Raise ValueError/TypeError unless ``sd`` is a valid trainer state (changes nothing)."""
+        if not isinstance(sd, dict):
+            raise TypeError("trainer state is not a dict")
+        for key in ("epoch", "step", "offset"):
+            v = sd.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{key} must be a non-negative integer, got {v!r}")
+        run_end = sd.get("run_end")
+        if run_end is not None and (isinstance(run_end, bool) or not isinstance(run_end, int)):
+            raise ValueError(f"run_end must be an integer or None, got {run_end!r}")
+        order = sd.get("order")
+        if order is not None:
+            if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
+                raise ValueError("order must be a 1-D integer array")
+            n = order.shape[0]
+            if not 0 <= sd["offset"] <= n or n == 0 or int(order.min()) < 0 or int(order.max()) >= n:
+                raise ValueError("order is not a permutation matching the stored offset")
+        elif sd["offset"]:
+            raise ValueError("offset inside an epoch without the epoch's data order")
+        _ckpt.make_rng(sd.get("rng"))
+        if not isinstance(sd.get("history"), dict):
+            raise ValueError("history must be a dict")
+
+    def load_state_dict(self, sd):
+        """Restore what :meth:`state_dict` returned (validated first; nothing changes on error)."""
+        self._check_state(sd)
+        self.rng = _ckpt.make_rng(sd["rng"])
+        self.epoch, self.step, self._offset = sd["epoch"], sd["step"], sd["offset"]
+        self._order = None if sd["order"] is None else np.array(sd["order"], dtype=np.int64)
+        self._order_dev = None
+        run_end = sd.get("run_end")
+        self._run_end = None if run_end is None else max(run_end, self.epochs)
+        self._epoch_elapsed = float(sd.get("epoch_elapsed") or 0.0)
+        self._pending, self._phase = [], None
+        history = {k: [] for k in _HISTORY_KEYS}
+        for k, v in sd["history"].items():
+            history[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        history.setdefault("interrupted", False)
+        self.history = history

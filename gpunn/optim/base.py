@@ -5,10 +5,16 @@
 * When both are the :class:`~gpunn.params.FlatDict` views of one model's flat buffers, one step is
   **one kernel launch** over the whole buffer; weight decay covers the weight prefix.
 * Any other dicts: one launch per array; weight decay covers arrays with ``ndim >= 2`` (weights),
-  not vectors (biases, BatchNorm γ/β).
+  not vectors (biases, BatchNorm γ/β) nor scalars.
 
 A subclass names its kernel (``rule``), its per-element state arrays (``slots``, created zeroed on
-the first step and never reallocated) and the scalar hyper-parameters it passes (``hyper``).
+the first step and never reallocated), declares its hyper-parameters as :class:`Hyper` attributes
+(validated on every assignment, so a schedule may change them between steps) and says which
+scalars the kernel gets this step (:meth:`Optimizer.hyper`, :meth:`Optimizer.decay`).
+
+State is saved with :meth:`Optimizer.state_dict` -- a flat ``dict`` of host NumPy arrays and plain
+Python numbers, so ``numpy.savez(f, **opt.state_dict())`` works without pickle -- and restored with
+:meth:`Optimizer.load_state_dict` (also from ``numpy.load(f)``), onto a model on any device.
 """
 
 from __future__ import annotations
@@ -18,81 +24,160 @@ from ..backend import device as gpunn_device
 from ..kernels import resolve
 from ..validate import check_hyper
 
-__all__ = ["Optimizer"]
+__all__ = ["Hyper", "Optimizer"]
 
 FLAT = "__flat__"
+"""The state key of a model's flat buffer (the FlatDict single-launch path)."""
+
+STATE_PREFIX = "state."
+
+
+class Hyper:
+    """Declares a scalar hyper-parameter of an optimizer class (``beta1 = Hyper(low=0, high=1,
+    high_open=True)``).  Every assignment to it on an instance -- in ``__init__``, by a schedule,
+    by ``load_state_dict`` -- is checked with :func:`gpunn.validate.check_hyper` (a finite number
+    within the bounds, else a ``ValueError`` naming it) and stored as a plain ``float`` attribute,
+    so reading it in the step costs nothing."""
+
+    def __init__(self, low=None, high=None, low_open=False, high_open=False):
+        self.bounds = dict(low=low, high=high, low_open=low_open, high_open=high_open)
+
+    def check(self, name, value) -> float:
+        return check_hyper(name, value, **self.bounds)
+
+
+def unit_interval():
+    """A hyper-parameter in [0, 1): momentum, decay rates ρ, β1, β2."""
+    return Hyper(low=0, high=1, high_open=True)
+
+
+def positive():
+    """A hyper-parameter > 0: ε."""
+    return Hyper(low=0, low_open=True)
 
 
 class Optimizer:
+    """Base of gpunn's optimizers (see the module docstring).
+
+    ``device`` pins the device the optimizer runs on; by default it is the model's (a FlatDict
+    knows it) or that of the arrays (NumPy arrays: the CPU).
+    """
+
     rule: str = ""
     slots: tuple = ()
 
-    def __init__(self, lr: float, weight_decay: float = 0.0, device=None):
+    lr = Hyper(low=0)
+    weight_decay = Hyper(low=0)
+    _fast = None
+
+    def __init__(self, lr: float, weight_decay: float = 0.0, device=None, **hyper):
         self.lr = lr
         self.weight_decay = weight_decay
+        for name, value in hyper.items():
+            setattr(self, name, value)
         self.device = None if device is None else gpunn_device(device)
         self.t = 0
         self.state: dict = {}
+        self._pending: dict = {}
         self._kernel = None
+        self._fast = None
 
     # -- hyper-parameters ------------------------------------------------------------------
-    @property
-    def lr(self) -> float:
-        return self._lr
+    def __setattr__(self, name, value):
+        spec = getattr(type(self), name, None)
+        if isinstance(spec, Hyper):
+            value = spec.check(name, value)
+        object.__setattr__(self, name, value)
 
-    @lr.setter
-    def lr(self, value):
-        self._lr = check_hyper("lr", value, low=0)
-
-    @property
-    def weight_decay(self) -> float:
-        return self._weight_decay
-
-    @weight_decay.setter
-    def weight_decay(self, value):
-        self._weight_decay = check_hyper("weight_decay", value, low=0)
-
-    def hyper(self) -> tuple:
-        """The rule's scalar hyper-parameters for this step (``self.t`` already incremented)."""
-        return (self.lr,)
+    @classmethod
+    def hyper_names(cls) -> tuple:
+        """Names of the hyper-parameters (``lr``, ``weight_decay``, then the rule's own)."""
+        names = []
+        for klass in reversed(cls.__mro__):
+            names += [k for k, v in vars(klass).items() if isinstance(v, Hyper) and k not in names]
+        return tuple(names)
 
     def hyper_params(self) -> dict:
-        """Named hyper-parameters (saved by ``state_dict``)."""
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        """The hyper-parameters by name (saved by :meth:`state_dict`)."""
+        return {name: getattr(self, name) for name in self.hyper_names()}
+
+    def hyper(self) -> tuple:
+        """The rule's scalar kernel arguments for this step (``self.t`` already incremented)."""
+        return (self.lr,)
+
+    def decay(self) -> float:
+        """The kernel's weight-decay argument: λ, added to the weights' gradients."""
+        return self.weight_decay
 
     # -- the step ---------------------------------------------------------------------------
     def update(self, params: dict, grads: dict) -> None:
         """One step, in place: every ``params[k]`` moves by the rule using ``grads[k]``."""
+        fast = self._fast
+        if fast is not None and getattr(params, "flat", None) is fast[0] \
+                and getattr(grads, "flat", None) is fast[1]:
+            # the same model's flat buffers as the last step: validated then, state in place
+            p, g, run, state, n_decay, cast = fast
+            self.t += 1
+            run(p.size, p, g, *state, *map(cast, (*self.hyper(), self.decay())), n_decay)
+            return
         groups = self._groups(params, grads)
         dev = self._resolve_device(params, groups)
         if self._kernel is None or self._kernel[0] != dev:
             self._kernel = (dev, resolve(dev, "optim", self.rule))
         kernel = self._kernel[1]
+        states = [self._state_for(dev, key, p) for key, p, _, _ in groups]
         self.t += 1
-        dtype = groups[0][1].dtype
-        scalars = tuple(Device.scalar(h, dtype) for h in self.hyper())
-        wd = Device.scalar(self.weight_decay, dtype)
-        for key, p, g, n_decay in groups:
-            state = self.state.get(key)
-            if state is None:
-                state = self.state[key] = tuple(dev.xp.zeros_like(p) for _ in self.slots)
-            kernel(p.size, p, g, *state, *scalars, wd, n_decay)
+        values = (*self.hyper(), self.decay())
+        scalars = {}
+        for (_, p, g, n_decay), state in zip(groups, states, strict=True):
+            s = scalars.get(p.dtype)
+            if s is None:
+                s = scalars[p.dtype] = tuple(Device.scalar(v, p.dtype) for v in values)
+            kernel(p.size, p, g, *state, *s, n_decay)
+        if groups[0][0] == FLAT:
+            # Device.scalar(v, dtype) is dtype's scalar type applied to v: keep that type
+            cast = type(Device.scalar(0, groups[0][1].dtype))
+            self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast)
 
     step = update
+
+    def _state_for(self, dev, key, p):
+        """The state arrays of ``key``: created (zeroed, or from a loaded state dict) on first use."""
+        state = self.state.get(key)
+        if state is not None:
+            if state and not dev.owns(state[0]):
+                raise TypeError(f"the optimizer's state for {key!r} lives on another device than the "
+                                f"parameters ({dev.name}); make a new optimizer, or move it with "
+                                "load_state_dict(state_dict())")
+            return state
+        if self._pending:
+            loaded = self._pending.pop(key, None)
+            if loaded is None:
+                raise ValueError(f"the loaded state holds parameters {sorted(self._pending)}, not {key!r}: "
+                                 "load a state dict saved from the same model layout")
+            for slot, a in zip(self.slots, loaded, strict=True):
+                if a.size != p.size:
+                    raise ValueError(f"loaded state {slot!r} of {key!r} has {a.size} elements, the "
+                                     f"parameter has {p.size}")
+            state = tuple(dev.to_device(a.reshape(-1).copy(), p.dtype) for a in loaded)
+        else:
+            state = tuple(dev.xp.zeros_like(p) for _ in self.slots)
+        self.state[key] = state
+        return state
 
     def _groups(self, params, grads):
         """[(state key, flat param, flat grad, n_decay)], validated."""
         if not isinstance(params, dict) or not isinstance(grads, dict):
             raise TypeError("update(params, grads) takes two dicts of arrays")
-        if set(params) != set(grads):
+        layout = getattr(params, "layout", None)
+        if layout is not None and getattr(grads, "layout", None) is layout:
+            return [self._check_pair(FLAT, params.flat, grads.flat, layout.n_decay)]
+        if params.keys() != grads.keys():
             missing, extra = set(params) - set(grads), set(grads) - set(params)
             raise ValueError(f"params and grads have different keys: missing in grads {sorted(missing)}, "
                              f"not in params {sorted(extra)}")
         if not params:
             raise ValueError("update() got no parameters")
-        layout = getattr(params, "layout", None)
-        if layout is not None and getattr(grads, "layout", None) is layout:
-            return [self._check_pair(FLAT, params.flat, grads.flat, layout.n_decay)]
         return [self._check_pair(k, p, grads[k], p.size if getattr(p, "ndim", 0) >= 2 else 0)
                 for k, p in params.items()]
 
@@ -114,7 +199,7 @@ class Optimizer:
             raise TypeError(f"params[{name}] and grads[{name}] live on different devices "
                             f"({type(p).__module__} vs {type(g).__module__})")
         state = self.state.get(key)
-        if state and state[0].shape != p.reshape(-1).shape:
+        if state and state[0].size != p.size:
             raise ValueError(f"params[{name}] changed size from {state[0].size} to {p.size} "
                              "since the optimizer's state was created; make a new optimizer")
         return key, p.reshape(-1), g.reshape(-1), n_decay
@@ -134,6 +219,78 @@ class Optimizer:
         return dev
 
     # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The optimizer's state as a flat dict of plain Python numbers and host NumPy arrays
+        (copies): ``"t"`` (steps taken), each hyper-parameter by name, and ``"state.<key>.<slot>"``
+        for each state array (``<key>`` is ``__flat__`` for a model's flat buffer, else the
+        parameter's key; arrays are 1-D).  ``numpy.savez(path, **opt.state_dict())`` stores it
+        without pickle."""
+        d = {"t": self.t, **self.hyper_params()}
+        for key, arrays in self.state.items():
+            for slot, a in zip(self.slots, arrays, strict=True):
+                d[f"{STATE_PREFIX}{key}.{slot}"] = Device.to_numpy(a).copy()
+        for key, arrays in self._pending.items():
+            for slot, a in zip(self.slots, arrays, strict=True):
+                d[f"{STATE_PREFIX}{key}.{slot}"] = a.copy()
+        return d
+
+    def load_state_dict(self, state_dict) -> None:
+        """Restore a :meth:`state_dict` (a dict, or the ``numpy.load`` of a saved ``.npz``).
+
+        Hyper-parameters and the step count take effect at once; the state arrays are moved onto
+        the device of the parameters at the next :meth:`update` (so a state saved on a GPU loads
+        onto a CPU model and vice versa) and replace any state this optimizer had.
+        """
+        host = gpunn_device("cpu")
+        names = set(self.hyper_names())
+        keys = list(state_dict.keys())
+        if "t" not in keys:
+            raise ValueError("not an optimizer state dict: it has no 't' (step count)")
+        unknown = [k for k in keys if k != "t" and k not in names and not k.startswith(STATE_PREFIX)]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no hyper-parameters {unknown}; "
+                             f"it has {sorted(names)}")
+        pending: dict = {}
+        for k in keys:
+            if not k.startswith(STATE_PREFIX):
+                continue
+            key, _, slot = k[len(STATE_PREFIX):].rpartition(".")
+            if slot not in self.slots:
+                raise ValueError(f"state entry {k!r}: {type(self).__name__} keeps {list(self.slots)}, "
+                                 f"not {slot!r} -- was it saved from another optimizer?")
+            a = Device.to_numpy(state_dict[k])
+            if a.dtype.kind != "f":
+                raise TypeError(f"state entry {k!r} has dtype {a.dtype}, expected floats")
+            pending.setdefault(key, {})[slot] = a
+        for key, by_slot in pending.items():
+            if set(by_slot) != set(self.slots):
+                raise ValueError(f"state of {key!r} has {sorted(by_slot)}, {type(self).__name__} needs "
+                                 f"{list(self.slots)}")
+        t = _number(state_dict["t"], "t")
+        if t != int(t) or t < 0:
+            raise ValueError(f"t must be a non-negative whole number, got {t}")
+        hyper = {name: _number(state_dict[name], name) for name in names if name in keys}
+        for name, value in hyper.items():  # validate all before changing anything
+            getattr(type(self), name).check(name, value)
+        for name, value in hyper.items():
+            setattr(self, name, value)
+        self.t = int(t)
+        self.state = {}
+        self._fast = None
+        self._pending = {key: tuple(host.to_device(by_slot[s]) for s in self.slots)
+                         for key, by_slot in pending.items()}
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hyper_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _number(value, name):
+    """A plain Python number from a number or a 0-d/1-element array (as ``numpy.load`` gives)."""
+    size = getattr(value, "size", 1)
+    if size != 1:
+        raise ValueError(f"state dict entry {name!r} must be a number, got an array of {size} elements")
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        raise TypeError(f"state dict entry {name!r} must be a number, got {value!r}") from None

@@ -1,0 +1,115 @@
+"""Regularisation: inverted Dropout and L2 weight decay (*Deep Learning from Scratch* §6.4).
+
+**Dropout** (``Dropout(dev, p)``): in training mode each element is zeroed with probability ``p``
+and the survivors are scaled by 1/(1−p) (*inverted* dropout, so evaluation mode is the identity;
+Saito scales by (1−p) at test time instead, which gives the same expected outputs).  Backward
+multiplies by the *same* mask.
+
+Masks are seeded and device-independent: each training forward draws one 62-bit key from the
+layer's host generator ``layer.rng`` (a ``numpy.random.Generator`` seeded from the model's ``seed``;
+checkpoints save its state), and a Numba kernel -- the same integer rule on the CPU and in CUDA --
+keeps element ``i`` iff a hash of ``(i, key)`` clears the threshold (see ``gpunn/kernels/dropout.py``).
+So the same seed gives bit-identical masks on the CPU and on a (simulated or real) GPU, and no
+batch-sized mask crosses from host to device.  The mask is not stored either: backward recomputes it
+from the same key in the same kind of kernel (``dx = dout · mask``).  ``layer.key`` is the key of the
+last mask; ``layer.mask`` computes the mask itself (1/(1−p) or 0 per element) for inspection.
+
+**Weight decay** λ (``MLP(..., weight_decay=λ)``): the loss gets ½λ·Σ‖W‖² over the weight matrices
+and each weight gradient λW; biases and BatchNorm γ/β are not decayed.  Thanks to the flat-buffer
+layout (weights first) both are one operation on the prefix ``[0, n_decay)`` of the buffers:
+:func:`weight_decay_loss` and :func:`add_weight_decay`.
+"""
+
+from __future__ import annotations
+
+from .backend import Device
+from .backend import device as get_device
+from .kernels import resolve
+from .layers import Layer
+from .validate import check_hyper
+
+__all__ = ["Dropout", "weight_decay_loss", "add_weight_decay", "dropout_threshold"]
+
+_BITS = 24
+_M32 = 0xFFFFFFFF
+
+
+def dropout_threshold(p: float) -> int:
+    """The integer threshold of the mask kernel: an element is kept iff its 24-bit hash ≥ this,
+    i.e. with probability 1 − round(p·2²⁴)/2²⁴."""
+    return int(round(p * (1 << _BITS)))
+
+
+class Dropout(Layer):
+    """Inverted dropout with drop probability ``p`` (0 ≤ p < 1), masks seeded by ``seed``.
+
+    ``forward(x, train=True)`` draws a new mask (a new key from ``self.rng``) unless the layer is
+    ``frozen``, in which case it reuses the last key (same shape → same mask): for gradient checks.
+    ``forward(x, train=False)`` returns ``x`` unchanged (and backward then passes gradients through).
+    ``backward(dout)`` multiplies by the mask of the last training forward, recomputed from its key.
+    """
+
+    def __init__(self, dev, p: float = 0.5, seed=None):
+        dev = get_device(dev)
+        super().__init__(dev.xp)
+        self.dev = dev
+        self.p = check_hyper("dropout", p, low=0, high=1, high_open=True)
+        self.rng = dev.host_rng(seed)
+        self.key = None          # key of the last mask drawn
+        self.frozen = False
+        self._shape = None       # shape of the last training forward's input (None: identity)
+
+    def draw_key(self) -> int:
+        """A fresh 62-bit mask key from the layer's generator (advances it)."""
+        self.key = int(self.rng.integers(0, 1 << 62))
+        return self.key
+
+    def _apply(self, a):
+        a = self.xp.ascontiguousarray(a)
+        out = self.xp.empty_like(a)
+        key, dt = self.key, a.dtype
+        ints = [Device.scalar(v, "uint64") for v in (key & _M32, key >> 32, dropout_threshold(self.p))]
+        resolve(self.dev, "dropout", "apply")(a.size, a.reshape(-1), out.reshape(-1), *ints,
+                                              Device.scalar(1.0 / (1.0 - self.p), dt), Device.scalar(0, dt))
+        return out
+
+    def forward(self, x, train: bool = False):
+        if not train or self.p == 0:
+            self._shape = None
+            return x
+        if not (self.frozen and self.key is not None):
+            self.draw_key()
+        self._shape, self._dtype = tuple(x.shape), x.dtype
+        return self._apply(x)
+
+    def backward(self, dout):
+        if self._shape is None:
+            return dout
+        if tuple(dout.shape) != self._shape:
+            raise ValueError(f"Dropout.backward: dout has shape {tuple(dout.shape)}, the forward input "
+                             f"{self._shape}")
+        return self._apply(dout)
+
+    @property
+    def mask(self):
+        """The last training forward's mask (1/(1−p) where kept, 0 where dropped), computed on
+        demand; None when the last forward was in evaluation mode."""
+        if self._shape is None:
+            return None
+        return self._apply(self.xp.ones(self._shape, dtype=self._dtype))
+
+    def __repr__(self):
+        return f"Dropout(p={self.p:g})"
+
+
+def weight_decay_loss(params, lam: float):
+    """½λ·Σ‖W‖² over the weight prefix of a model's flat parameter buffer (an array scalar)."""
+    w = params.flat[:params.layout.n_decay]
+    return w.dot(w) * (0.5 * lam)
+
+
+def add_weight_decay(params, grads, lam: float):
+    """grads[W] += λ·W for every weight matrix (the prefix ``[0, n_decay)`` of the flat buffers)."""
+    nd = params.layout.n_decay
+    g = grads.flat[:nd]
+    g += params.flat[:nd] * Device.scalar(lam, g.dtype)

@@ -1,0 +1,256 @@
+"""Checkpoints: exact resume (also mid-epoch), every optimizer, both devices, load_model, atomic writes.
+
+Corrupt, truncated and foreign files are in tests/test_bad_inputs.py (table-driven).
+"""
+
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import gpunn
+from gpunn import checkpoint as ckpt
+from gpunn import optim
+from gpunn.checkpoint import CheckpointError
+
+
+def blobs(n=40, d=6, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((c, d)) * 2
+    t = rng.integers(0, c, n)
+    return (centers[t] + rng.standard_normal((n, d))).astype(np.float32), t
+
+
+X, T = blobs()
+XV, TV = blobs(seed=1)
+
+
+def net(device="cpu", seed=1, **kw):
+    return gpunn.MLP(6, [5], 3, activation="tanh", device=device, seed=seed, **kw)
+
+
+class Recording(gpunn.Trainer):
+    """Keeps a copy of every checkpoint it writes, named by its step."""
+
+    def save_checkpoint(self, path=None):
+        out = super().save_checkpoint(path)
+        if path is None:
+            shutil.copy(out, out.with_name(f"step{self.step:03d}-epoch{self.epoch}-{self._offset}.npz"))
+        return out
+
+
+def opt_for(cls):
+    return cls(lr=0.05) if cls is not optim.AdaDelta else cls()
+
+
+@pytest.mark.parametrize("cls", optim.OPTIMIZERS, ids=lambda c: c.__name__)
+def test_resume_continues_bit_for_bit(tmp_path, cls):
+    """Resuming from every checkpoint of a run (mid-epoch ones included) reproduces the rest of the
+    uninterrupted run exactly: the same iter_loss floats, epoch metrics and final parameters."""
+    path = tmp_path / "run.npz"
+    ref_net = net()
+    ref = Recording(ref_net, opt_for(cls), epochs=3, batch_size=16, progress=False,
+                    checkpoint_path=path, checkpoint_every=2, checkpoint_unit="step")
+    h_ref = ref.fit(X, T, validation_data=(XV, TV))
+    assert len(h_ref["iter_loss"]) == 9
+    snaps = sorted(tmp_path.glob("step*.npz"))
+    names = [s.name for s in snaps]
+    # step 2, 4: mid-epoch; step 6 falls on an epoch's end: written after it; 8 mid-epoch; 9 final
+    assert names == ["step002-epoch0-32.npz", "step004-epoch1-16.npz", "step006-epoch2-0.npz",
+                     "step008-epoch2-32.npz", "step009-epoch3-0.npz"]
+    for snap in snaps:
+        other = net(seed=99)  # different initial weights: everything must come from the file
+        tr = gpunn.Trainer(other, cls(lr=0.5) if cls is not optim.AdaDelta else cls(rho=0.5), epochs=3,
+                           batch_size=16, seed=1234, progress=False)
+        tr.resume(snap)
+        # the last one holds the finished run (a fit() now would start a new run of 3 epochs)
+        h = tr.fit(X, T, validation_data=(XV, TV)) if tr.epoch < 3 else tr.history
+        assert h["iter_loss"] == h_ref["iter_loss"], snap.name
+        for key in ("loss", "acc", "val_loss", "val_acc"):
+            assert h[key] == h_ref[key], (snap.name, key)
+        np.testing.assert_array_equal(other.params.flat, ref_net.params.flat)
+        assert tr.optimizer.t == ref.optimizer.t == 9
+
+
+def test_resume_then_train_longer_matches_a_longer_run(tmp_path):
+    long = gpunn.Trainer(net(), optim.Adam(lr=0.02), epochs=4, batch_size=16, progress=False)
+    h_long = long.fit(X, T)
+    short = gpunn.Trainer(net(), optim.Adam(lr=0.02), epochs=2, batch_size=16, progress=False,
+                          checkpoint_path=tmp_path / "c.npz")
+    short.fit(X, T)
+    more = gpunn.Trainer(net(seed=5), optim.Adam(), epochs=4, batch_size=16, progress=False)
+    h = more.resume(tmp_path / "c.npz").fit(X, T)
+    assert h["iter_loss"] == h_long["iter_loss"] and h["loss"] == h_long["loss"]
+
+
+def test_fit_again_trains_more_epochs():
+    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=2, batch_size=16, progress=False)
+    tr.fit(X, T)
+    h = tr.fit(X, T)
+    assert len(h["loss"]) == 4 and tr.epoch == 4 and tr.step == 12
+    ref = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=4, batch_size=16, progress=False).fit(X, T)
+    assert h["iter_loss"] == ref["iter_loss"]
+
+
+@pytest.mark.parametrize("src, dst", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_checkpoint_moves_between_devices(tmp_path, src, dst):
+    """Saved on one device, loaded on the other (cuda: the simulator here, or a real GPU)."""
+    a = gpunn.Trainer(net(src), optim.Momentum(lr=0.1), epochs=1, batch_size=20, progress=False)
+    a.fit(X, T)
+    path = a.save_checkpoint(tmp_path / "x.npz")
+    b = gpunn.Trainer(net(dst, seed=7), optim.Momentum(), epochs=1, batch_size=20, progress=False)
+    b.resume(path)
+    assert b.model.device == gpunn.device(dst)
+    np.testing.assert_array_equal(to_numpy(b.model.params.flat), to_numpy(a.model.params.flat))
+    assert b.optimizer.t == 2 and b.epoch == 1 and b.history["iter_loss"] == a.history["iter_loss"]
+    ha, hb = a.fit(X, T), b.fit(X, T)  # one more epoch on each device
+    np.testing.assert_allclose(hb["iter_loss"], ha["iter_loss"], rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(b.model.params.flat), to_numpy(a.model.params.flat),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_load_model_rebuilds_the_mlp(tmp_path, device):
+    a = gpunn.MLP(6, [5, 4], 3, activation=["relu", "sigmoid"], loss="mse", dtype="float64", seed=3)
+    path = ckpt.save(tmp_path / "m.npz", a)
+    b = ckpt.load_model(path, device=device)
+    assert b.sizes == a.sizes and b.activations == a.activations and b.dtype == np.float64
+    assert type(b.last_layer) is type(a.last_layer) and b.device == gpunn.device(device)
+    np.testing.assert_array_equal(to_numpy(b.params.flat), a.params.flat)
+    np.testing.assert_allclose(to_numpy(b.predict(X[:4])), a.predict(X[:4]), rtol=1e-12)
+
+
+def test_load_model_refuses_custom_objects(tmp_path):
+    a = net(loss=gpunn.losses.MeanSquaredError(np))  # a Loss object, not a name: still "mse"
+    rebuilt = ckpt.load_model(ckpt.save(tmp_path / "a.npz", a))
+    assert type(rebuilt.last_layer).__name__ == "MeanSquaredError"
+    b = net(loss=gpunn.losses.CrossEntropy(np))  # no name rebuilds it
+    path = ckpt.save(tmp_path / "b.npz", b)
+    with pytest.raises(CheckpointError, match="custom loss"):
+        ckpt.load_model(path)
+    ckpt.load(path, net(loss=gpunn.losses.CrossEntropy(np)))  # the model itself loads fine
+
+
+def test_file_is_plain_npz_with_json_metadata(tmp_path):
+    tr = gpunn.Trainer(net(), optim.Adam(), epochs=1, batch_size=16, progress=False)
+    tr.fit(X, T)
+    path = tr.save_checkpoint(tmp_path / "c.npz")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["__gpunn__"].tobytes())
+        assert meta["format"] == "gpunn-checkpoint" and meta["version"] == ckpt.FORMAT_VERSION
+        np.testing.assert_array_equal(z["model/params"], tr.model.params.flat)
+        assert z["model/params"].dtype == np.float32
+    expected = {"input_size": 6, "hidden_sizes": [5], "output_size": 3, "activation": ["tanh"],
+                "loss": "cross_entropy", "dtype": "float32"}
+    assert meta["model"]["config"].items() >= expected.items()  # plus batchnorm/dropout/... options
+    assert meta["optimizer"]["class"] == "Adam"
+    assert meta["trainer"]["step"] == 3 and meta["trainer"]["rng"]["bit_generator"] == "PCG64"
+    assert isinstance(meta["trainer"]["rng"]["state"]["state"], int)  # a 128-bit int, exact in JSON
+    assert ckpt.read_metadata(path)["trainer"]["epoch"] == 1
+
+
+def test_model_only_checkpoint_and_what_it_refuses(tmp_path):
+    a = net()
+    path = ckpt.save(tmp_path / "m.npz", a)
+    b = net(seed=4)
+    ckpt.load(path, b)
+    np.testing.assert_array_equal(a.params.flat, b.params.flat)
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        ckpt.load(path, b, optim.SGD())
+    with pytest.raises(CheckpointError, match="no trainer state"):
+        ckpt.load(path, b, trainer=gpunn.Trainer(b, optim.SGD(), progress=False))
+
+
+def test_buffers_and_model_generators_are_saved(tmp_path):
+    """BatchNorm statistics (``model.buffers``) and host generators (dropout) round-trip; checked
+    with stand-ins so this holds whatever layers gpunn grows."""
+    a = net()
+    a.buffers = {"running_mean1": np.arange(5, dtype=np.float32), "running_var1": np.ones(5, np.float32)}
+    a.dropout_rng = np.random.default_rng(11)
+    a.dropout_rng.random(3)
+    path = ckpt.save(tmp_path / "b.npz", a)
+    expected = a.dropout_rng.random(4)
+    b = net(seed=2)
+    b.buffers = {"running_mean1": np.zeros(5, np.float32), "running_var1": np.zeros(5, np.float32)}
+    keep = b.buffers["running_mean1"]
+    b.dropout_rng = np.random.default_rng(0)
+    ckpt.load(path, b)
+    assert b.buffers["running_mean1"] is keep  # restored in place: layers keep their references
+    np.testing.assert_array_equal(keep, np.arange(5))
+    np.testing.assert_array_equal(b.buffers["running_var1"], 1)
+    np.testing.assert_array_equal(b.dropout_rng.random(4), expected)
+    c = net()
+    with pytest.raises(CheckpointError, match="buffers"):
+        ckpt.load(path, c)
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    a = net()
+    path = ckpt.save(tmp_path / "c.npz", a)
+    good = path.read_bytes()
+
+    def dies_half_way(f, arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "_write_npz", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save(path, net(seed=8))
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["c.npz"]
+
+    monkeypatch.undo()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(path, net(seed=8))
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_differences_that_only_warn(tmp_path):
+    path = ckpt.save(tmp_path / "c.npz", net())
+    with pytest.warns(ckpt.CheckpointWarning, match="loss"):
+        ckpt.load(path, net(loss="hinge"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ckpt.load(path, net())
+
+
+def regularised(device="cpu", seed=1):
+    return gpunn.MLP(6, [5, 4], 3, activation=["relu", "tanh"], device=device, seed=seed, batchnorm=True,
+                     dropout=[0.3, 0.2], weight_decay=1e-3)
+
+
+def test_resume_with_batchnorm_and_dropout_is_bit_for_bit(tmp_path):
+    """BatchNorm running statistics and the dropout generators travel with the checkpoint."""
+    ref_net = regularised()
+    ref = Recording(ref_net, optim.Adam(lr=0.01), epochs=3, batch_size=16, progress=False,
+                    checkpoint_path=tmp_path / "run.npz", checkpoint_every=4, checkpoint_unit="step")
+    h_ref = ref.fit(X, T, validation_data=(XV, TV))
+    meta = ckpt.read_metadata(tmp_path / "run.npz")["model"]
+    assert set(meta["buffers"]) == {"running_mean1", "running_var1", "running_mean2", "running_var2"}
+    assert len(meta["rngs"]) == 2
+    for snap in sorted(tmp_path.glob("step00[48]*.npz")):  # mid-epoch, both
+        other = regularised(seed=42)
+        tr = gpunn.Trainer(other, optim.Adam(), epochs=3, batch_size=16, progress=False).resume(snap)
+        h = tr.fit(X, T, validation_data=(XV, TV))
+        assert h["iter_loss"] == h_ref["iter_loss"] and h["val_loss"] == h_ref["val_loss"], snap.name
+        np.testing.assert_array_equal(other.params.flat, ref_net.params.flat)
+        for k, v in ref_net.buffers.items():
+            np.testing.assert_array_equal(other.buffers[k], v)
+
+
+def test_load_model_with_batchnorm_and_dropout(tmp_path):
+    a = regularised()
+    gpunn.Trainer(a, optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False).fit(X, T)
+    b = ckpt.load_model(ckpt.save(tmp_path / "m.npz", a), device="cuda")
+    assert (b.batchnorm, b.dropout, b.weight_decay) == (True, [0.3, 0.2], 1e-3)
+    np.testing.assert_allclose(to_numpy(b.predict(X)), a.predict(X), rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="different architecture"):
+        ckpt.load(tmp_path / "m.npz", net())
