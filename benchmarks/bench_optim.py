@@ -42,6 +42,7 @@ from _common import (
     machine_info,
     print_table,
     timeit,
+    timeit_blocks,
     write_json,
 )
 
@@ -54,6 +55,8 @@ BYTES = {  # per parameter, float32: reads + writes of θ, g and the state
     "SGD": 12, "Momentum": 20, "Nesterov": 20, "AdaGrad": 20, "AdaDelta": 28, "RMSprop": 20,
     "Adam": 28, "AdamW": 28,
 }
+ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+"""The CPUs this process may use, read before any OpenMP runtime pins a thread."""
 TARGET_STREAM = 0.85   # every fused CPU rule: ≥ 85 % of the streaming bandwidth
 TARGET_SMALL = 3.0     # small network: gpunn Adam ≥ 3× faster than torch's fused Adam
 SMALL_SIZES = [784, 64, 16, 10]
@@ -125,7 +128,7 @@ def bench_cpu_rules(args):
         # back to back, as torch.optim is timed (the second thread's half of the buffer may still
         # be in the last-level cache from the previous step): the figure compared with torch
         pause()
-        t = timeit(calls["gpunn"], repeat=args.repeat)
+        t = timeit_blocks(calls["gpunn"], repeat=args.repeat)
         row["gpunn_b2b_ms"] = t["median_s"] * 1e3
         del params, grads, opt, calls
 
@@ -151,7 +154,8 @@ def bench_small_net(args):
     for cls in optim.OPTIMIZERS:
         opt = cls()
         opt.update(net.params, net.grads)
-        t = timeit(lambda opt=opt: opt.update(net.params, net.grads), repeat=max(args.repeat, 30))
+        pause()
+        t = timeit_blocks(lambda opt=opt: opt.update(net.params, net.grads), repeat=max(args.repeat, 30))
         out["gpunn_us"][cls.__name__] = {"median": t["median_s"] * 1e6, "best": t["best_s"] * 1e6}
     return out
 
@@ -165,6 +169,18 @@ def torch_worker(args):
     torch.set_num_threads(args.threads)
     n = args.size
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rules": {}, "small_net": {}}
+    # the small network first, before the big buffers have churned the allocator
+    net = gpunn.MLP(SMALL_SIZES[0], SMALL_SIZES[1:-1], SMALL_SIZES[-1], device="cpu", seed=0)
+    rng = np.random.default_rng(0)
+    for impl in ("fused", "foreach"):
+        tensors = [torch.from_numpy(np.array(a)) for a in net.params.values()]
+        for tp in tensors:
+            tp.grad = torch.from_numpy((0.01 * rng.standard_normal(tuple(tp.shape))).astype(np.float32))
+        topt = torch_optimizer(torch, "Adam", tensors, **{impl: True})
+        if topt is not None:
+            pause()
+            t = timeit_blocks(topt.step, repeat=max(args.repeat, 30))
+            out["small_net"][f"adam_{impl}"] = {"median": t["median_s"] * 1e6, "best": t["best_s"] * 1e6}
     for cls in optim.OPTIMIZERS:
         name = cls.__name__
         row = out["rules"][name] = {}
@@ -175,20 +191,9 @@ def torch_worker(args):
             topt = torch_optimizer(torch, name, [tp], **{impl: True})
             if topt is not None:
                 pause()
-                t = timeit(topt.step, repeat=args.repeat)
+                t = timeit_blocks(topt.step, repeat=args.repeat)
                 row[impl] = {"median_ms": t["median_s"] * 1e3, "best_ms": t["best_s"] * 1e3}
             del tp, topt
-    net = gpunn.MLP(SMALL_SIZES[0], SMALL_SIZES[1:-1], SMALL_SIZES[-1], device="cpu", seed=0)
-    rng = np.random.default_rng(0)
-    for impl in ("fused", "foreach"):
-        tensors = [torch.from_numpy(np.array(a)) for a in net.params.values()]
-        for tp in tensors:
-            tp.grad = torch.from_numpy((0.01 * rng.standard_normal(tuple(tp.shape))).astype(np.float32))
-        topt = torch_optimizer(torch, "Adam", tensors, **{impl: True})
-        if topt is not None:
-            pause()
-            t = timeit(topt.step, repeat=max(args.repeat, 30))
-            out["small_net"][f"adam_{impl}"] = {"median": t["median_s"] * 1e6, "best": t["best_s"] * 1e6}
     print(json.dumps(out))
 
 
@@ -200,7 +205,11 @@ def run_torch_worker(args):
         return None
     cmd = [sys.executable, __file__, "--torch-worker", "--size", str(args.size), "--repeat", str(args.repeat),
            "--threads", str(numba.get_num_threads())]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # with OMP_PROC_BIND, the OpenMP runtime has pinned this (main) thread to one CPU; a child
+    # would inherit that mask and run all of torch's threads on one CPU: give it every CPU back
+    cpus = ALL_CPUS
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     if proc.returncode != 0:
         print(f"torch.optim: the worker failed:\n{proc.stderr[-2000:]}")
         return None
@@ -269,7 +278,7 @@ def main(argv=None):
               "each timing the step and the stream kernels\n(copy, in-place scale-add, triad; own arrays, "
               "cold cache) in turn.  GB/s = bytes/param x n / time.  % stream = gpunn GB/s / the best\n"
               "stream kernel's GB/s (median/median and best/best).  b2b ms: steps back to back, as torch "
-              "is timed (in its own process); x torch = torch fused ms / b2b ms.")
+              "is timed (in its own process; best of 3 blocks for both); x torch = torch fused ms / b2b ms.")
         print_table(rows, [
             ("rule", "rule", ""), ("bytes_per_param", "B/param", "{}"), ("gpunn_ms", "gpunn ms", "{:.2f}"),
             ("gpunn_gbs", "GB/s", "{:.1f}"), ("stream_median_gbs", "stream GB/s", "{:.1f}"),
@@ -281,7 +290,8 @@ def main(argv=None):
         ])
         net = "-".join(map(str, SMALL_SIZES))
         print(f"\nOne step of the {net} network ({small['n_params']:,} parameters, "
-              f"{small['arrays']} arrays; gpunn: one launch on the flat buffer)")
+              f"{small['arrays']} arrays; gpunn: one launch on the flat buffer), steps back to back, "
+              "best of 3 blocks")
         small_rows = [{"impl": f"gpunn {k}", "median": v["median"], "best": v["best"]}
                       for k, v in small["gpunn_us"].items()]
         for impl, t in small.get("torch_us", {}).items():

@@ -64,6 +64,12 @@ class MLP:
         optimizers' own ``weight_decay`` does the gradient part only; use one or the other.)
     bn_momentum, bn_eps : BatchNorm's running-statistics momentum (weight of the new batch, PyTorch
         convention: 0.1 ≙ Saito's 0.9) and ε (see :mod:`gpunn.batchnorm`).
+
+    Attributes besides the textbook's: ``buffers`` -- the non-trainable state, by name
+    (``"running_mean1"``, ``"running_var1"``, …; empty without BatchNorm); ``batchnorm_layers``,
+    ``dropout_layers``; ``layout`` -- the flat-buffer layout (weights first: ``layout.n_decay``).
+    ``predict(x)``, ``accuracy`` and ``loss`` run in evaluation mode (running statistics, no dropout)
+    unless ``train=True``.
     """
 
     def __init__(self, input_size: int, hidden_sizes, output_size: int, activation="relu", init="auto",
@@ -88,7 +94,7 @@ class MLP:
         self.batchnorm = batchnorm
         drops = [check_hyper("dropout", p, low=0, high=1, high_open=True)
                  for p in _per_layer("dropout", dropout, n_hidden)]
-        self.dropout = list(dropout) if isinstance(dropout, (list, tuple)) else float(dropout)
+        self.dropout = list(drops) if isinstance(dropout, (list, tuple)) else float(dropout)
         self.weight_decay = check_hyper("weight_decay", weight_decay, low=0)
         self.bn_momentum = check_hyper("bn_momentum", bn_momentum, low=0, high=1)
         self.bn_eps = check_hyper("bn_eps", bn_eps, low=0, low_open=True)

@@ -28,6 +28,20 @@ bit-reproducible; the data order and the initial weights are).
 training then stops cleanly: the history is kept (``history["interrupted"] = True``), a
 checkpoint is written when checkpointing is on, a one-line notice goes to stderr, and ``fit``
 returns the history.  A second Ctrl-C stops at once.  Calling ``fit`` again continues the run.
+
+**Data-parallel** (``distributed=True``, see :mod:`gpunn.distributed`): launched as
+``mpirun -n N python train.py``, every rank runs the same script on the same data; ``batch_size``
+is the **global** batch B, of which each rank computes the gradient of its B/N examples, and the
+flat gradient buffer is averaged over the ranks (one allreduce per step: MPI on the CPU, NCCL on
+GPUs) before every rank applies the same optimizer step.  k steps then equal k steps of one process
+with batch B, up to float rounding.  At the start of each ``fit`` the ranks check that they agree on
+the run (data size and a sample of it, batch size, position, data-order seed, model size) and take
+rank 0's parameters.  The epoch's loss/accuracy (and the per-step losses) are global means, reduced
+in one collective per epoch (each rank evaluates its part of the data).  Only rank 0 shows progress,
+prints, and writes checkpoints (every rank resumes from the same file).  BatchNorm normalises each
+rank's part of the batch (its running statistics are averaged over the ranks at each epoch end).
+A guarded step, a Ctrl-C or an end of epoch stops every rank at the same step.  Without an MPI
+launcher the world has one rank and training is exactly the plain one.
 """
 
 from __future__ import annotations
@@ -37,9 +51,11 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 from . import checkpoint as _ckpt
+from . import distributed as _dist
 from .backend import host_xp
 from .progress import progress
 from .validate import check_inputs, check_targets
@@ -110,8 +126,9 @@ class Trainer:
 
     Parameters (besides the obvious): ``seed`` seeds the host generator of the data order;
     ``guard``/``guard_every`` the NaN/Inf check of every (k-th) step; ``checkpoint_path``,
-    ``checkpoint_every``, ``checkpoint_unit`` (``"epoch"`` or ``"step"``) periodic checkpoints.
-    See the module docstring.
+    ``checkpoint_every``, ``checkpoint_unit`` (``"epoch"`` or ``"step"``) periodic checkpoints;
+    ``distributed=True`` (or a :class:`gpunn.distributed.Context`) data-parallel training over the
+    ranks of an MPI job, with ``batch_size`` the global batch.  See the module docstring.
 
     With BatchNorm in the model, a ``batch_size`` that leaves a batch of one example is refused
     before training (BatchNorm cannot train on one example).
@@ -124,7 +141,7 @@ class Trainer:
     def __init__(self, model, optimizer, epochs: int = 10, batch_size: int = 100, seed=0,
                  progress: bool = True, eval_batch_size: int = 2000, verbose: bool = False, *,
                  guard: bool = True, guard_every: int = 1, checkpoint_path=None, checkpoint_every: int = 1,
-                 checkpoint_unit: str = "epoch"):
+                 checkpoint_unit: str = "epoch", distributed=False):
         for name, v in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                         ("guard_every", guard_every), ("checkpoint_every", checkpoint_every)):
             _positive_int(name, v)
@@ -140,9 +157,24 @@ class Trainer:
             raise TypeError(f"guard must be True or False, got {guard!r}")
         if checkpoint_unit not in ("epoch", "step"):
             raise ValueError(f"checkpoint_unit must be 'epoch' or 'step', got {checkpoint_unit!r}")
+        ctx = None
+        if isinstance(distributed, _dist.Context):
+            ctx = distributed
+        elif distributed is True:
+            ctx = _dist.init()
+        elif distributed is not False and distributed is not None:
+            raise TypeError("distributed must be True, False or a gpunn.distributed.Context, got "
+                            f"{distributed!r}")
+        if ctx is not None and batch_size < ctx.world_size:
+            raise ValueError(f"batch_size={batch_size} is the global batch, split over {ctx.world_size} "
+                             f"ranks; it must be at least {ctx.world_size}")
+        self.distributed = ctx
+        self._multi = ctx if ctx is not None and ctx.world_size > 1 else None  # None: no collectives
+        self._main = ctx is None or ctx.is_main
         if checkpoint_path is not None:
             checkpoint_path = _ckpt._as_path(checkpoint_path)
-            if not checkpoint_path.parent.is_dir():
+            # only rank 0 writes checkpoints: its file system is the one that matters
+            if self._main and not checkpoint_path.parent.is_dir():
                 raise ValueError(f"checkpoint_path: directory {checkpoint_path.parent} does not exist")
             if checkpoint_path.is_dir():
                 raise ValueError(f"checkpoint_path {checkpoint_path} is a directory; give a file name")
@@ -166,8 +198,10 @@ class Trainer:
         self._order_dev = None
         self._run_end = None      # the epoch at which the current run ends
         self._epoch_elapsed = 0.0
-        self._pending = []        # this epoch's step losses not yet in history["iter_loss"] (device)
+        self._pending = []        # this epoch's step losses not yet in history["iter_loss"] (device;
+        # distributed: (loss, this rank's share of the global batch) pairs)
         self._phase = None
+        self._vote = None         # distributed: the Ctrl-C vote in flight
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, x, t, validation_data=None) -> dict:
@@ -189,11 +223,19 @@ class Trainer:
             val = xv, check_targets(dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t")
         n = x.shape[0]
         bs = self.batch_size
-        if (bs == 1 or n % bs == 1) and (getattr(model, "batchnorm_layers", None) or _ckpt._buffers(model)):
-            hint = next((b for b in range(max(bs, 2), n + 1) if n % b != 1), None)
-            raise ValueError(f"batch_size={bs} gives a batch of 1 example (of {n}), and BatchNorm cannot "
-                             "train on a single example; "
-                             + (f"use e.g. batch_size={hint}" if hint else "use more examples"))
+        D = self._multi
+        if getattr(model, "batchnorm_layers", None) or _ckpt._buffers(model):
+            world = 1 if D is None else D.world_size
+
+            def one_example(b):
+                return any(1 in _dist.shard_sizes(m, world) for m in (b, n % b) if m)
+
+            if one_example(bs):
+                hint = next((b for b in range(max(bs, 2), n + 1) if not one_example(b)), None)
+                split = "" if D is None else f" split over {world} ranks"
+                raise ValueError(f"batch_size={bs}{split} gives a batch of 1 example (of {n}), and BatchNorm "
+                                 "cannot train on a single example; "
+                                 + (f"use e.g. batch_size={hint}" if hint else "use more examples"))
         if self._order is not None and self._order.shape[0] != n:
             raise ValueError(f"x has {n} rows, but the trainer is in the middle of an epoch over "
                              f"{self._order.shape[0]} examples (resumed or interrupted); pass the same "
@@ -203,7 +245,10 @@ class Trainer:
         self.history["interrupted"] = False
         steps = -(-n // bs)
         remaining = (self._run_end - self.epoch) * steps - (-(-self._offset // bs))
-        bar = progress(total=remaining, desc="training", unit="step", disable=not self.show_progress)
+        if D is not None:
+            self._dist_start(D, x, t, val)
+        bar = progress(total=remaining, desc="training", unit="step",
+                       disable=not (self.show_progress and self._main))
         ckpt_steps = self.checkpoint_path is not None and self.checkpoint_unit == "step"
         ckpt_epochs = self.checkpoint_path is not None and self.checkpoint_unit == "epoch"
         due = False  # a step-unit checkpoint fell on the last step of an epoch: write it after the epoch
@@ -220,12 +265,16 @@ class Trainer:
                     while self._offset < n:
                         idx = self._order_dev[self._offset:self._offset + bs]
                         self._phase = "gradient"
-                        loss = model._gradient(x[idx], t[idx])
-                        if self.guard and (self.step + 1) % self.guard_every == 0:
+                        check = self.guard and (self.step + 1) % self.guard_every == 0
+                        if D is None:
+                            loss = model._gradient(x[idx], t[idx])
+                        else:
+                            loss, share = self._dist_gradient(D, x, t, idx, check)
+                        if check:
                             self._check_step(loss, steps)
                         self._phase = "update"
                         self.optimizer.update(model.params, model.grads)
-                        self._pending.append(loss)
+                        self._pending.append(loss if D is None else (loss, share))
                         self._offset = min(n, self._offset + bs)
                         self.step += 1
                         self._phase = None
@@ -237,29 +286,44 @@ class Trainer:
                             start = time.perf_counter()
                             self._periodic_checkpoint()
                             due = False
-                        if sigint.requested:
-                            raise _Interrupted
+                        if D is None:
+                            if sigint.requested:
+                                raise _Interrupted
+                        else:  # every rank stops at the same step: a vote, read one step later
+                            previous, self._vote = self._vote, D.vote(sigint.requested, name="Ctrl-C vote")
+                            if previous is not None and previous.result(self.step):
+                                raise _Interrupted
                     self._epoch_elapsed += time.perf_counter() - start
-                    self._flush_losses()
-                    self._end_epoch(x, t, val, bar)
+                    if D is None:
+                        self._flush_losses()
+                    stop = self._end_epoch(x, t, val, bar, sigint.requested)
                     if ckpt_epochs and self.epoch % self.checkpoint_every == 0:
                         due = True
                     if due and self.epoch < self._run_end:
                         self._periodic_checkpoint()
                         due = False
-                    if sigint.requested:
+                    if sigint.requested if D is None else stop:  # (distributed: every rank's word)
                         raise _Interrupted
                 if self.checkpoint_path is not None:
                     self._periodic_checkpoint()
-        except (_Interrupted, KeyboardInterrupt):
+                self._end_vote()
+        except (_Interrupted, KeyboardInterrupt) as exc:
             bar.close()
-            self._interrupted()
+            agreed = isinstance(exc, _Interrupted)  # (a second Ctrl-C reaches the ranks at any point)
+            if agreed:
+                self._end_vote()
+            else:
+                self._vote = None
+            self._interrupted(agreed)
         except TrainingDivergedError as exc:
             bar.close()
             self._phase = None
+            self._end_vote()
             self._flush_losses()
             exc.history = self.history
-            if self.checkpoint_path is not None:
+            if self.checkpoint_path is not None and not self._main:
+                exc.checkpoint = self.checkpoint_path if self.checkpoint_path.exists() else None
+            elif self.checkpoint_path is not None:
                 exc.checkpoint = self.checkpoint_path if self.checkpoint_path.exists() else None
                 exc.failed_checkpoint = self._failed_path()
                 try:
@@ -272,19 +336,27 @@ class Trainer:
                     exc.args = (f"{exc.args[0]} ({kept}the failing state was written to "
                                 f"{exc.failed_checkpoint})",)
             raise
+        except BaseException:
+            if D is not None:  # the ranks may be out of step: no more collectives here
+                self._vote = None
+                self._flush_losses(local=True)
+            raise
         finally:
             bar.close()
         return self.history
 
-    def _interrupted(self):
-        """Ctrl-C: keep the history, write a checkpoint if the state is consistent, say so."""
+    def _interrupted(self, agreed=True):
+        """Ctrl-C: keep the history, write a checkpoint if the state is consistent, say so.
+        (Distributed: ``agreed`` when every rank stopped at this step, so collectives are safe.)"""
         mid_step = self._phase is not None
         if self._phase == "gradient" and not _ckpt._buffers(self.model) and not _ckpt._model_rngs(self.model):
             mid_step = False  # a gradient computed, never applied: as if the step never began (unless
             # the forward pass moved BatchNorm statistics or drew a dropout mask)
         self._phase = None
-        self._flush_losses()
+        self._flush_losses(local=not agreed)
         self.history["interrupted"] = True
+        if not self._main:
+            return
         where = f"at step {self.step} (epoch {min(self.epoch + 1, self._run_end)}/{self._run_end})"
         note = ""
         if self.checkpoint_path is not None:
@@ -315,6 +387,9 @@ class Trainer:
         batch = self._offset // self.batch_size + 1
         late = "" if self.guard_every == 1 else f" (checked every {self.guard_every} steps: it may have " \
                                                  "started up to that many steps earlier)"
+        if self._multi is not None:
+            late += (f" [rank {self._multi.rank} of {self._multi.world_size}: the gradients are averaged "
+                     "over the ranks, so a NaN/Inf on any rank stops every rank at this step]")
         raise TrainingDivergedError(
             f"training diverged at step {step} (epoch {epoch}, batch {batch} of {steps}): {detail}{late}. "
             "The optimizer did not apply this step. Lower the learning rate, check the data and the "
@@ -334,16 +409,30 @@ class Trainer:
                     return label, f"{label} has {' and '.join(parts)} (of {a.size} values)"
         return None, None
 
-    def _flush_losses(self):
-        if self._pending:
+    def _flush_losses(self, local=False):
+        """Move this epoch's step losses into the history.  Distributed, they are the global means
+        (one collective), unless ``local`` (the ranks may be out of step: this rank's own losses)."""
+        if not self._pending:
+            return
+        if self._multi is None:
             self.history["iter_loss"] += [float(v) for v in self._pending]
-            self._pending = []
+        elif local:
+            self.history["iter_loss"] += [float(v) for v, _ in self._pending]
+        else:
+            local_part = np.array([float(v) * share for v, share in self._pending], dtype=np.float64)
+            self.history["iter_loss"] += self._multi.allreduce_host(local_part, name="step losses",
+                                                                    step=self.step).tolist()
+        self._pending = []
 
-    def _end_epoch(self, x, t, val, bar):
+    def _end_epoch(self, x, t, val, bar, stop=False):
         """Evaluate, then record the epoch and advance the position in one uninterruptible stretch
-        of plain Python (no half-recorded epoch if a KeyboardInterrupt lands in the evaluation)."""
-        loss, acc = self.evaluate(x, t)
-        vl, va = self.evaluate(*val) if val is not None else (None, None)
+        of plain Python (no half-recorded epoch if a KeyboardInterrupt lands in the evaluation).
+        Returns whether training stops here (``stop``; distributed: whether any rank said so)."""
+        if self._multi is None:
+            loss, acc = self.evaluate(x, t)
+            vl, va = self.evaluate(*val) if val is not None else (None, None)
+        else:
+            loss, acc, vl, va, stop = self._dist_epoch_end(self._multi, x, t, val, stop)
         h = self.history
         h["loss"].append(loss)
         h["acc"].append(acc)
@@ -358,11 +447,19 @@ class Trainer:
         if val is not None:
             info.update(val_acc=f"{va:.4f}")
         bar.set_postfix(**info)
-        if self.verbose:
+        if self.verbose and self._main:
             print(f"epoch {self.epoch}/{self._run_end}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        return stop
 
     def evaluate(self, x, t) -> tuple[float, float]:
-        """(mean loss, accuracy) over a validated dataset, in batches, in evaluation mode."""
+        """(mean loss, accuracy) over a validated dataset, in batches, in evaluation mode (on this
+        process's data only, also when training is distributed)."""
+        total_loss, total_correct = self._eval_sums(x, t)
+        n = x.shape[0]
+        return total_loss / n, total_correct / n
+
+    def _eval_sums(self, x, t) -> tuple[float, float]:
+        """(summed loss, number correct) over ``x`` (possibly empty), in evaluation batches."""
         model = self.model
         total_loss = total_correct = 0.0
         n = x.shape[0]
@@ -372,7 +469,88 @@ class Trainer:
             total_loss += float(model.last_layer.forward(scores, tb)) * xb.shape[0]
             labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
             total_correct += float((scores.argmax(axis=1) == labels).sum())
-        return total_loss / n, total_correct / n
+        return total_loss, total_correct
+
+    # -- distributed ----------------------------------------------------------------------------
+    def _dist_start(self, D, x, t, val):
+        """Collective, at the start of ``fit``: check that every rank trains the same run (else a
+        DistributedError naming what differs), then take rank 0's parameters and BatchNorm state."""
+        model, dev = self.model, self.model.device
+        n = x.shape[0]
+        rows = np.unique(np.linspace(0, n - 1, num=min(n, 16)).astype(np.int64))
+        rows_dev = dev.to_device(rows)
+        sample = dev.to_numpy(x[rows_dev]).tobytes() + dev.to_numpy(t[rows_dev]).tobytes()
+        state = repr(sorted(self.rng.bit_generator.state.items())).encode()
+        fields = {
+            "the number of training examples": n,
+            "a sample of the training data (checksum)": zlib.crc32(sample),
+            "the number of validation examples": -1 if val is None else val[0].shape[0],
+            "batch_size (the global batch)": self.batch_size,
+            "the data-order seed (generator state checksum)": zlib.crc32(state),
+            "the number of parameters": model.params.flat.size,
+            "the kind of device (0 host arrays, 1 GPU)": int(not _dist._is_host(model.params.flat)),
+            "epochs done": self.epoch, "steps done": self.step, "the position in the epoch": self._offset,
+            "the run's last epoch": -1 if self._run_end is None else self._run_end,
+            "the optimizer's step count": int(getattr(self.optimizer, "t", -1)),
+        }
+        got = D.allgather_host(np.array(list(fields.values()), dtype=np.int64), name="run configuration")
+        for j, what in enumerate(fields):
+            if (got[:, j] != got[0, j]).any():
+                values = ", ".join(f"rank {r}: {int(v)}" for r, v in enumerate(got[:, j]))
+                raise _dist.DistributedError(
+                    f"the ranks disagree on {what} ({values}); every rank must run the same script on "
+                    "the same data with the same seed and batch_size (resume every rank from the same "
+                    "checkpoint)")
+        D.broadcast(model.params.flat, 0, name="parameters")
+        for key, buf in sorted(_ckpt._buffers(model).items()):
+            D.broadcast(buf, 0, name=f"buffers[{key!r}]")
+
+    def _dist_gradient(self, D, x, t, idx, check):
+        """This rank's part of the global batch ``idx``: its gradient, weighted by its share, averaged
+        over the ranks.  Returns (local loss, share of the global batch)."""
+        model = self.model
+        m = int(idx.shape[0])
+        lo, hi = _dist.shard_bounds(m, D.rank, D.world_size)
+        flat = model.grads.flat
+        if hi > lo:
+            loss = model._gradient(x[idx[lo:hi]], t[idx[lo:hi]])
+            if (hi - lo) * D.world_size != m:  # unequal parts: the mean of the means needs weights
+                flat *= flat.dtype.type((hi - lo) * D.world_size / m)
+        else:  # a last batch smaller than the world: nothing to do here but take part
+            flat[...] = 0
+            loss = flat.dtype.type(0)
+        if check:  # a non-finite local loss poisons the gradients, so every rank's guard sees it
+            flat[:1] += loss * 0
+        D.allreduce_mean(flat, name="gradients", step=self.step + 1)
+        return loss, (hi - lo) / m
+
+    def _dist_epoch_end(self, D, x, t, val, stop):
+        """Collective: average the BatchNorm statistics, evaluate this rank's part of the data, and
+        reduce the step losses, the metrics and the stop flag in one allreduce."""
+        for key, buf in sorted(_ckpt._buffers(self.model).items()):
+            D.allreduce_mean(buf, name=f"buffers[{key!r}]", step=self.step)
+        sums, counts = [], []
+        for xs, ts in [(x, t)] + ([val] if val is not None else []):
+            lo, hi = _dist.shard_bounds(xs.shape[0], D.rank, D.world_size)
+            sums += self._eval_sums(xs[lo:hi], ts[lo:hi])
+            counts.append(xs.shape[0])
+        losses = [float(v) * share for v, share in self._pending]
+        total = D.allreduce_host(np.array(losses + sums + [float(bool(stop))], dtype=np.float64),
+                                 name="epoch losses and metrics", step=self.step)
+        k = len(losses)
+        self.history["iter_loss"] += total[:k].tolist()
+        self._pending = []
+        m = total[k:k + len(sums)]
+        loss, acc = m[0] / counts[0], m[1] / counts[0]
+        vl, va = (m[2] / counts[1], m[3] / counts[1]) if val is not None else (None, None)
+        return float(loss), float(acc), vl if vl is None else float(vl), va if va is None else float(va), \
+            bool(total[-1])
+
+    def _end_vote(self):
+        """Wait for the Ctrl-C vote still in flight (every rank cast it)."""
+        vote, self._vote = self._vote, None
+        if vote is not None and self._multi is not None and self._multi.broken is None:
+            vote.result(self.step)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, path=None) -> Path:
@@ -403,6 +581,7 @@ class Trainer:
         """Write the periodic checkpoint unless the parameters went non-finite (never replace a good
         checkpoint with a diverged state)."""
         xp = self.model.xp
+        self._flush_losses()  # (distributed: a collective, so on every rank, before rank 0 writes)
         if not bool(xp.isfinite(self.model.params.flat.sum())):
             quantity, detail = self._diagnose(0.0, ("params",))
             if quantity is not None:
@@ -410,10 +589,12 @@ class Trainer:
                 if self.guard:
                     raise TrainingDivergedError(f"training diverged: {msg}", self.step, self.epoch + 1,
                                                 quantity)
-                warnings.warn(f"{msg}; {self.checkpoint_path} is kept, not overwritten", RuntimeWarning,
-                              stacklevel=3)
+                if self._main:
+                    warnings.warn(f"{msg}; {self.checkpoint_path} is kept, not overwritten", RuntimeWarning,
+                                  stacklevel=3)
                 return
-        self.save_checkpoint()
+        if self._main:
+            self.save_checkpoint()
 
     def state_dict(self) -> dict:
         """The trainer's position (epoch, step, offset in the epoch and its data order), random
@@ -469,7 +650,7 @@ class Trainer:
         run_end = sd.get("run_end")
         self._run_end = None if run_end is None else max(run_end, self.epochs)
         self._epoch_elapsed = float(sd.get("epoch_elapsed") or 0.0)
-        self._pending, self._phase = [], None
+        self._pending, self._phase, self._vote = [], None, None
         history = {k: [] for k in _HISTORY_KEYS}
         for k, v in sd["history"].items():
             history[k] = v.tolist() if isinstance(v, np.ndarray) else v

@@ -38,8 +38,11 @@ from . import CPU_OPTIONS, RULE_OPTIONS
 
 SERIAL_OPTIONS = dict(error_model="numpy", cache=True)
 
-PARALLEL_MIN = 1 << 15
-"""Below this many elements (N·C) a CPU kernel runs on the calling thread."""
+PARALLEL_MIN = 1 << 18
+"""Below this many elements (N·C) a CPU kernel runs on the calling thread.  Measured on 2 cores,
+forward + backward: 128×1024 serial 171 µs vs parallel 165 µs with spinning OpenMP threads, but
+153 vs 369 µs with ``OMP_WAIT_POLICY=passive`` (each parallel region then pays a ~150 µs wake-up);
+256×1024: 249 vs 180 µs (spinning), 275 vs 380 µs (passive).  Typical MLP batches stay serial."""
 
 
 def n_row_chunks(n_rows: int, n_cols: int) -> int:

@@ -1,0 +1,274 @@
+"""Benchmark gpunn's fused BatchNorm kernels against the textbook NumPy version and PyTorch.
+
+For float32 batches of shape (N, C) -- 4096×1024 and 64×64 by default -- in training mode:
+
+* ``gpunn``: :class:`gpunn.batchnorm.BatchNorm` forward (batch statistics, running-statistics update,
+  normalisation: one CPU kernel call) + backward (dγ, dβ, dx: one call); also forward alone,
+  backward alone and the evaluation-mode forward;
+* ``numpy``: the textbook multi-operation version (``gpunn.batchnorm.batchnorm_forward_reference`` /
+  ``batchnorm_backward_reference``, Saito's code: ~20 array operations);
+* ``torch``: ``torch.nn.BatchNorm1d`` forward + ``backward`` (when torch is installed), with as many
+  threads as Numba uses, timed in a separate worker process: two OpenMP runtimes (Numba's and
+  torch's bundled one) in one process spin against each other on a small machine and slow both.
+
+The effective bandwidth of gpunn's forward+backward counts the bytes it must move (x read twice and
+y written in forward; x, dy read twice and dx written in backward: 8 × N·C·4 bytes) next to the
+machine's streaming bandwidth measured in the same run.  Times are medians of interleaved repeats
+(every implementation once per round).  ``--device cuda``/``all`` measures a real GPU when there is
+one, else prints ``cuda: not measured: no GPU``.  Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_batchnorm.py --json benchmarks/results/batchnorm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from _common import (
+    bind_threads,
+    cuda_status,
+    interleaved,
+    machine_info,
+    print_table,
+    stream_bandwidth,
+    write_json,
+)
+
+import gpunn
+from gpunn.batchnorm import BatchNorm, batchnorm_backward_reference, batchnorm_forward_reference
+
+ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+"""The CPUs this process may use, read before any OpenMP runtime pins a thread."""
+
+SHAPES = [(4096, 1024), (64, 64)]
+TARGET = "gpunn forward+backward on 4096x1024 no slower than torch.nn.BatchNorm1d (CPU)"
+
+
+def _data(n, c, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c)) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal((n, c)).astype(np.float32)
+    return x, dy
+
+
+def cpu_calls(n, c) -> dict:
+    """``{name: callable}`` of gpunn and the NumPy reference for one shape on the CPU."""
+    x, dy = _data(n, c)
+    bn = BatchNorm("cpu", c)
+    gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+
+    def gpunn_fb():
+        bn.forward(x, True)
+        bn.backward(dy)
+
+    def numpy_fb():
+        _, cache = batchnorm_forward_reference(x, gamma, beta, rm, rv)
+        batchnorm_backward_reference(dy, cache)
+
+    bn.forward(x, True)  # compile, and leave a training forward for the backward-only timing
+    return {
+        "gpunn fwd+bwd": gpunn_fb,
+        "gpunn fwd (train)": lambda: bn.forward(x, True),
+        "gpunn bwd": lambda: bn.backward(dy),
+        "gpunn fwd (eval)": lambda: bn.forward(x, False),
+        "numpy fwd+bwd": numpy_fb,
+    }
+
+
+def torch_calls(torch, n, c) -> dict:
+    x, dy = _data(n, c)
+    tb = torch.nn.BatchNorm1d(c)
+    xt = torch.from_numpy(x).requires_grad_()
+    dyt = torch.from_numpy(dy)
+
+    def torch_fb():
+        xt.grad = None
+        tb.zero_grad(set_to_none=True)
+        tb(xt).backward(dyt)
+
+    def torch_eval():
+        tb.eval()
+        with torch.no_grad():
+            tb(xt)
+        tb.train()
+
+    return {"torch fwd+bwd": torch_fb, "torch fwd (eval)": torch_eval}
+
+
+def torch_worker(shapes, rounds, threads):
+    """In the worker process: time torch and print ``{shape: {name: {median_s, best_s}}}`` as JSON."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for n, c in shapes:
+        out[f"{n}x{c}"] = interleaved(torch_calls(torch, n, c), rounds=rounds, warmup=2)
+    out["version"] = torch.__version__
+    out["threads"] = torch.get_num_threads()
+    out["agreement"] = {f"{n}x{c}": agreement_data(torch, min(n, 512), c) for n, c in shapes}
+    print(json.dumps(out))
+
+
+def run_torch_worker(shapes, rounds):
+    """torch_worker in a subprocess (same interpreter and environment); None without torch."""
+    import numba
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    cmd = [sys.executable, __file__, "--torch-worker", "--rounds", str(rounds), "--threads",
+           str(numba.get_num_threads()), "--shapes", *[f"{n}x{c}" for n, c in shapes]]
+    # with OMP_PROC_BIND, the OpenMP runtime has pinned this (main) thread to one CPU; a child
+    # would inherit that mask and run all of torch's threads on one CPU: give it every CPU back
+    cpus = ALL_CPUS
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    if proc.returncode != 0:
+        print(f"torch: the worker failed:\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def agreement_data(torch, n, c) -> dict:
+    """torch's (y, dx, dγ, dβ) for :func:`check_agreement` (computed in the worker)."""
+    x, dy = _data(n, c, seed=1)
+    tb = torch.nn.BatchNorm1d(c)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = tb(xt)
+    yt.backward(torch.from_numpy(dy))
+    return {"y": yt.detach().numpy().tolist(), "dx": xt.grad.numpy().tolist(),
+            "dgamma": tb.weight.grad.numpy().tolist(), "dbeta": tb.bias.grad.numpy().tolist()}
+
+
+def check_agreement(n, c, ref) -> float:
+    """Max relative difference of gpunn's (y, dx, dγ, dβ) from PyTorch's (sanity check of what is timed)."""
+    x, dy = _data(n, c, seed=1)
+    bn = BatchNorm("cpu", c)
+    y = bn.forward(x, True)
+    dx = bn.backward(dy)
+    pairs = [(y, ref["y"]), (dx, ref["dx"]), (bn.dgamma, ref["dgamma"]), (bn.dbeta, ref["dbeta"])]
+    return max(float(np.abs(a - np.asarray(b)).max() / np.abs(np.asarray(b)).max()) for a, b in pairs)
+
+
+def bench_cpu(shapes, rounds, torch_results) -> list[dict]:
+    rows = []
+    for n, c in shapes:
+        t = interleaved(cpu_calls(n, c), rounds=rounds, warmup=2)
+        key = f"{n}x{c}"
+        if torch_results is not None:
+            t.update(torch_results[key])
+        nbytes = 8 * n * c * 4
+        row = {"shape": key, "n": n, "c": c}
+        for name, r in t.items():
+            row[name] = r["median_s"]
+            row[name + " best"] = r["best_s"]
+        row["gpunn fwd+bwd GB/s"] = nbytes / row["gpunn fwd+bwd"] / 1e9
+        row["vs numpy"] = row["numpy fwd+bwd"] / row["gpunn fwd+bwd"]
+        if torch_results is not None:
+            row["vs torch"] = row["torch fwd+bwd"] / row["gpunn fwd+bwd"]
+            row["max rel diff vs torch"] = check_agreement(min(n, 512), c, torch_results["agreement"][key])
+        rows.append(row)
+    return rows
+
+
+def bench_cuda(shapes, rounds) -> list[dict]:
+    from _common import cuda_sync
+
+    dev = gpunn.device("cuda", strict=True)
+    sync = cuda_sync(dev)
+    rows = []
+    with dev:
+        for n, c in shapes:
+            x, dy = (dev.to_device(a) for a in _data(n, c))
+            bn = BatchNorm(dev, c)
+            bn.forward(x, True)
+            bn.backward(dy)
+
+            def fb(bn=bn, x=x, dy=dy):
+                bn.forward(x, True)
+                bn.backward(dy)
+
+            calls = {"gpunn fwd+bwd": fb, "gpunn fwd (train)": lambda bn=bn, x=x: bn.forward(x, True),
+                     "gpunn fwd (eval)": lambda bn=bn, x=x: bn.forward(x, False)}
+            t = interleaved(calls, rounds=rounds, warmup=3, sync=sync)
+            row = {"shape": f"{n}x{c}"}
+            for name, r in t.items():
+                row[name] = r["median_s"]
+            row["gpunn fwd+bwd GB/s"] = 8 * n * c * 4 / row["gpunn fwd+bwd"] / 1e9
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=30, help="interleaved repeats (default 30)")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--shapes", nargs="+", default=None, metavar="NxC", help="default: 4096x1024 64x64")
+    ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    bind_threads()
+    shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes] if args.shapes else SHAPES
+    if args.torch_worker:
+        torch_worker(shapes, args.rounds, args.threads)
+        return {"worker": True}
+    import numba
+
+    payload = {"benchmark": "batchnorm", "dtype": "float32", "target": TARGET, "units": "seconds (median)"}
+    if args.device in ("cpu", "all"):
+        torch_results = None if args.no_torch else run_torch_worker(shapes, args.rounds)
+        bw = stream_bandwidth(n=8_000_000, repeat=5)
+        rows = bench_cpu(shapes, args.rounds, torch_results)
+        payload["cpu"] = {"stream_best_gbs": bw["best_gbs"], "results": rows,
+                          "torch": None if torch_results is None else torch_results["version"],
+                          "torch_threads": None if torch_results is None else torch_results["threads"],
+                          "threads": numba.get_num_threads()}
+        cols = [("shape", "shape", "")]
+        for name in rows[0]:
+            if name in ("shape", "n", "c") or name.endswith(" best"):
+                continue
+            if "diff" in name:
+                cols.append((name, "rel diff vs torch", "{:.1e}"))
+            elif "vs" in name or "GB/s" in name:
+                cols.append((name, name.replace("gpunn ", ""), "{:.2f}"))
+            else:
+                cols.append((name, name + " µs", "{:.1f}"))
+        shown = [{k: v * 1e6 if any(k == c[0] and c[1].endswith("µs") for c in cols) else v
+                  for k, v in r.items()} for r in rows]
+        print(f"cpu ({numba.get_num_threads()} threads, streaming bandwidth {bw['best_gbs']:.1f} GB/s), "
+              "medians:")
+        print_table(shown, cols)
+        big = next((r for r in rows if (r["n"], r["c"]) == (4096, 1024)), None)
+        if big is not None and torch_results is not None:
+            ok = big["gpunn fwd+bwd"] <= big["torch fwd+bwd"]
+            payload["cpu"]["target_met"] = ok
+            print(f"target ({TARGET}): {'met' if ok else 'NOT met'} -- gpunn "
+                  f"{big['gpunn fwd+bwd'] * 1e3:.2f} ms, torch {big['torch fwd+bwd'] * 1e3:.2f} ms "
+                  f"({big['vs torch']:.2f}x)")
+    if args.device in ("cuda", "all"):
+        ok, why = cuda_status()
+        if ok:
+            payload["cuda"] = {"results": bench_cuda(shapes, args.rounds)}
+            for r in payload["cuda"]["results"]:
+                print(f"cuda {r['shape']}: fwd+bwd {r['gpunn fwd+bwd'] * 1e6:.1f} µs "
+                      f"({r['gpunn fwd+bwd GB/s']:.0f} GB/s)")
+        else:
+            payload["cuda"] = why
+            print(f"cuda: {why}")
+    if args.json:
+        write_json(args.json, payload)
+    else:
+        payload["machine"] = machine_info()
+    return payload
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,226 @@
+"""End-to-end training speed: gpunn against PyTorch (CPU) and the textbook's NumPy code.
+
+Every ratio is measured in one run, implementations interleaved round by round (so a change in
+the machine's state hits all alike), same architecture, same initial weights, batch size,
+optimizer (Adam, η = 1e-3) and thread count.  The gpunn side is the textbook loop
+``grads = net.gradient(x, t); optimizer.update(net.params, grads)``.
+
+Cases (the targets of issue 8):
+
+* ``textbook``: 784-64-16-10 Sigmoid/Tanh, batch 64 — gpunn vs PyTorch (target ≥ 3×)
+* ``bn``: 784-512-512-10 ReLU + BatchNorm, batch 256 — gpunn vs PyTorch (target ≥ 1×)
+* ``relu100``: 784-100-100-10 ReLU, batch 100 — gpunn vs the book's NumPy float64 (target ≥ 3×)
+* ``epoch``: one epoch of 60,000 samples, textbook network, batch 64: ``gpunn.Trainer`` vs the
+  equivalent PyTorch loop (median of ``--epoch-repeat`` epochs)
+
+    python benchmarks/bench_train.py --json out/bench_train.json
+
+A real GPU adds gpunn CUDA rows; without one they read "not measured: no GPU".
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from _common import bind_threads, cuda_status, interleaved, print_table, write_json
+from textbook_numpy import Adam as NumpyAdam
+from textbook_numpy import MultiLayerNet
+
+import gpunn
+
+CASES = {
+    "textbook": dict(sizes=[784, 64, 16, 10], act=["sigmoid", "tanh"], batch=64, bn=False),
+    "bn": dict(sizes=[784, 512, 512, 10], act=["relu", "relu"], batch=256, bn=True),
+    "relu100": dict(sizes=[784, 100, 100, 10], act=["relu", "relu"], batch=100, bn=False),
+}
+
+
+def make_gpunn(case, device="cpu"):
+    net = gpunn.MLP(case["sizes"][0], case["sizes"][1:-1], case["sizes"][-1], activation=case["act"],
+                    batchnorm=case["bn"], device=device, seed=0)
+    opt = gpunn.optim.Adam(lr=1e-3)
+
+    def step(x, t):
+        grads = net.gradient(x, t)
+        opt.update(net.params, grads)
+
+    return net, step
+
+
+def make_torch(net, case):
+    import torch
+
+    layers = []
+    for i in range(1, len(case["sizes"])):
+        lin = torch.nn.Linear(case["sizes"][i - 1], case["sizes"][i])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(gpunn.Device.to_numpy(net.params[f"W{i}"]).T.copy()))
+            lin.bias.copy_(torch.from_numpy(gpunn.Device.to_numpy(net.params[f"b{i}"])))
+        layers.append(lin)
+        if i < len(case["sizes"]) - 1:
+            if case["bn"]:
+                layers.append(torch.nn.BatchNorm1d(case["sizes"][i]))
+            layers.append({"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh,
+                           "relu": torch.nn.ReLU}[case["act"][i - 1]]())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(x, t):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), t).backward()
+        opt.step()
+
+    return model, step
+
+
+def make_numpy(net, case):
+    weights = [gpunn.Device.to_numpy(net.params[f"W{i}"]) for i in range(1, len(case["sizes"]))]
+    biases = [gpunn.Device.to_numpy(net.params[f"b{i}"]) for i in range(1, len(case["sizes"]))]
+    book = MultiLayerNet(weights, biases, case["act"])
+    opt = NumpyAdam(lr=1e-3)
+
+    def step(x, t):
+        opt.update(book.params, book.gradient(x, t))
+
+    return step
+
+
+def batches(case, n_batches=32, seed=0):
+    rng = np.random.default_rng(seed)
+    b = case["batch"]
+    xs = [rng.random((b, case["sizes"][0]), dtype=np.float32) for _ in range(n_batches)]
+    ts = [rng.integers(0, case["sizes"][-1], b) for _ in range(n_batches)]
+    return xs, ts
+
+
+def looped(step, xs, ts, steps):
+    def run():
+        for i in range(steps):
+            step(xs[i % len(xs)], ts[i % len(ts)])
+    return run
+
+
+def bench_case(name, case, steps, rounds, have_torch, gpu):
+    xs, ts = batches(case)
+    net, g_step = make_gpunn(case)
+    fns = {"gpunn": looped(g_step, xs, ts, steps)}
+    if have_torch:
+        import torch
+
+        _, t_step = make_torch(net, case)
+        fns["torch"] = looped(t_step, [torch.from_numpy(x) for x in xs], [torch.from_numpy(t) for t in ts],
+                              steps)
+    if name == "relu100":
+        fns["numpy_f64"] = looped(make_numpy(net, case), [x.astype(np.float64) for x in xs], ts, steps)
+    res = interleaved(fns, rounds=rounds)
+    rows = []
+    for impl, r in res.items():
+        rows.append({"case": name, "impl": impl, "device": "cpu", "step_us": r["median_s"] / steps * 1e6,
+                     "samples_per_s": steps * case["batch"] / r["median_s"]})
+    base = "numpy_f64" if name == "relu100" else "torch"
+    ref = next((r for r in rows if r["impl"] == base), None)
+    for r in rows:
+        r["vs"] = base if ref else None
+        r["ratio"] = r["samples_per_s"] / ref["samples_per_s"] if ref else None
+    if gpu:
+        cnet, c_step = make_gpunn(case, "cuda")
+        dev = cnet.device
+        cx = [dev.to_device(x) for x in xs]
+        ct = [dev.to_device(t) for t in ts]
+        r = interleaved({"gpunn_cuda": looped(c_step, cx, ct, steps)}, rounds=rounds, sync=dev.synchronize)
+        t = r["gpunn_cuda"]["median_s"]
+        rows.append({"case": name, "impl": "gpunn", "device": dev.name, "step_us": t / steps * 1e6,
+                     "samples_per_s": steps * case["batch"] / t})
+    return rows
+
+
+def epoch_data():
+    """60,000 training samples: Fashion-MNIST when installed, else uniform noise of that shape."""
+    try:
+        (x, t), _ = gpunn.datasets.load_fashion_mnist(download=False)
+        return x[:60000], t[:60000], "Fashion-MNIST train"
+    except gpunn.datasets.DatasetNotFoundError:
+        rng = np.random.default_rng(0)
+        return rng.random((60000, 784), dtype=np.float32), rng.integers(0, 10, 60000), "random 60000x784"
+
+
+def bench_epoch(repeat, have_torch):
+    case = CASES["textbook"]
+    x, t, what = epoch_data()
+    times = {"gpunn": [], "torch": []}
+    for r in range(repeat):
+        net, _ = make_gpunn(case)
+        trainer = gpunn.Trainer(net, gpunn.optim.Adam(lr=1e-3), epochs=1, batch_size=case["batch"], seed=r,
+                                progress=False)
+        trainer.fit(x, t)
+        times["gpunn"].append(trainer.history["epoch_time"][0])
+        if have_torch:
+            import torch
+
+            model, t_step = make_torch(net, case)
+            xt, tt = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
+            start = time.perf_counter()
+            order = torch.from_numpy(np.random.default_rng(r).permutation(len(x)))
+            for s in range(0, len(x), case["batch"]):
+                idx = order[s:s + case["batch"]]
+                t_step(xt[idx], tt[idx])
+            times["torch"].append(time.perf_counter() - start)
+    rows = []
+    for impl, ts_ in times.items():
+        if ts_:
+            rows.append({"case": "epoch", "impl": impl, "device": "cpu", "epoch_s": statistics.median(ts_),
+                         "samples_per_s": len(x) / statistics.median(ts_), "data": what})
+    if len(rows) == 2:
+        for r in rows:
+            r["vs"], r["ratio"] = "torch", rows[1]["epoch_s"] / r["epoch_s"]
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default="textbook,bn,relu100,epoch")
+    ap.add_argument("--steps", type=int, default=50, help="training steps per timed round")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median reported)")
+    ap.add_argument("--epoch-repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="threads for Numba, BLAS and torch")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    bind_threads()
+    import numba
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    threads = numba.get_num_threads()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("torch: not installed (pip install torch==2.13.0): PyTorch rows skipped")
+    gpu, why = cuda_status()
+    print(f"threads: {threads} (Numba, torch); cuda: {'measured' if gpu else why}")
+    rows = []
+    for name in args.cases.split(","):
+        if name == "epoch":
+            rows += bench_epoch(args.epoch_repeat, have_torch)
+        else:
+            rows += bench_case(name, CASES[name], args.steps, args.rounds, have_torch, gpu)
+    print_table(rows, [("case", "case", ""), ("impl", "impl", ""), ("device", "device", ""),
+                       ("step_us", "µs/step", "{:.1f}"), ("epoch_s", "s/epoch", "{:.2f}"),
+                       ("samples_per_s", "samples/s", "{:,.0f}"), ("ratio", "× baseline", "{:.2f}"),
+                       ("vs", "baseline", "")])
+    if not gpu:
+        print(f"cuda: {why}")
+    if args.json:
+        write_json(args.json, {"rows": rows, "threads": threads, "cuda": "measured" if gpu else why})
+    return rows
+
+
+if __name__ == "__main__":
+    main()
