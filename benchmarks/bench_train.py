@@ -16,20 +16,54 @@ Cases (the targets of issue 8):
     python benchmarks/bench_train.py --json out/bench_train.json
 
 A real GPU adds gpunn CUDA rows; without one they read "not measured: no GPU".
+
+Threads: ``--threads N`` sets every pool (OpenBLAS, OpenMP/torch, MKL, Numba) before NumPy is
+imported; without it each library uses all cores.  Numba's threading layer defaults to
+``workqueue`` here (gpunn's documented policy; ``--numba-layer omp`` to compare): Numba's OpenMP
+workers spin after each parallel region (gpunn's Adam goes parallel above 65,536 parameters) and
+take the cores OpenBLAS's threads need -- 784-100-100-10 steps took 8.6 ms instead of 0.59 ms that
+way on the 2-core dev VM.  OpenMP threads are pinned (``OMP_PROC_BIND=true``, see
+``_common.bind_threads``).  The load average is printed: other tenants' processes skew 2-thread
+rows most.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import numpy as np
-from _common import bind_threads, cuda_status, interleaved, print_table, write_json
-from textbook_numpy import Adam as NumpyAdam
-from textbook_numpy import MultiLayerNet
 
-import gpunn
+def _preset_threads(argv):
+    """``--threads N`` must reach OpenBLAS (NumPy's BLAS) before NumPy is imported: set the
+    environment of every pool (OpenBLAS, OpenMP/torch, MKL, Numba) here."""
+    for i, a in enumerate(argv):
+        n = a.split("=", 1)[1] if a.startswith("--threads=") else (argv[i + 1] if a == "--threads" and
+                                                                    i + 1 < len(argv) else None)
+        if n:
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+                os.environ[var] = n
+        if a == "--passive":
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        layer = a.split("=", 1)[1] if a.startswith("--numba-layer=") else (
+            argv[i + 1] if a == "--numba-layer" and i + 1 < len(argv) else None)
+        if layer:
+            os.environ["NUMBA_THREADING_LAYER"] = layer
+    # gpunn's thread policy (see README, "Performance"): Numba's parallel kernels on the workqueue
+    # layer, whose idle workers sleep instead of spinning against OpenBLAS's threads
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+
+_preset_threads(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+from _common import bind_threads, cuda_status, interleaved, print_table, write_json  # noqa: E402
+from textbook_numpy import Adam as NumpyAdam  # noqa: E402
+from textbook_numpy import MultiLayerNet  # noqa: E402
+
+import gpunn  # noqa: E402
 
 CASES = {
     "textbook": dict(sizes=[784, 64, 16, 10], act=["sigmoid", "tanh"], batch=64, bn=False),
@@ -186,7 +220,14 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=50, help="training steps per timed round")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median reported)")
     ap.add_argument("--epoch-repeat", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="threads for Numba, BLAS and torch")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every pool: OpenBLAS, Numba, torch (default: all cores)")
+    ap.add_argument("--passive", action="store_true",
+                    help="OMP_WAIT_POLICY=PASSIVE for every OpenMP runtime (Numba's and torch's): idle "
+                         "workers sleep instead of spinning against OpenBLAS's threads")
+    ap.add_argument("--numba-layer", default=None, choices=("workqueue", "omp", "tbb", "default"),
+                    help="Numba threading layer (default workqueue, gpunn's policy; omp: its OpenMP "
+                         "workers spin after each parallel region and fight OpenBLAS's threads)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     bind_threads()
@@ -204,7 +245,12 @@ def main(argv=None):
         have_torch = False
         print("torch: not installed (pip install torch==2.13.0): PyTorch rows skipped")
     gpu, why = cuda_status()
-    print(f"threads: {threads} (Numba, torch); cuda: {'measured' if gpu else why}")
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "all cores")
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"threads: {threads} (Numba, torch; OpenBLAS: {blas}); Numba layer: "
+          f"{os.environ.get('NUMBA_THREADING_LAYER')}; OMP_WAIT_POLICY: "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'default')}; load average: {load}; "
+          f"cuda: {'measured' if gpu else why}")
     rows = []
     for name in args.cases.split(","):
         if name == "epoch":

@@ -88,12 +88,20 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(results), figsize=(11, 4))
-    for ax, (name, h) in zip(axes, results.items(), strict=True):
+    units = min(10, next(iter(results.values()))["W1"].shape[1])
+    fig, axes = plt.subplots(len(results), units, figsize=(1.3 * units, 1.6 * len(results)), squeeze=False)
+    for r, (name, h) in enumerate(results.items()):
         W1 = h["W1"]
-        ax.imshow(W1[:, :10].T.reshape(-1, 28), aspect="auto", cmap="coolwarm")
-        ax.set(title=f"{name}: incoming weights of the hidden units\n(one 28×28 band per unit), "
-                     f"test acc {h['test_acc']:.3f}", xticks=[], yticks=[])
+        lim = float(np.abs(W1).max()) or 1.0
+        for j in range(units):
+            ax = axes[r, j]
+            ax.imshow(W1[:, j].reshape(28, 28), cmap="coolwarm", vmin=-lim, vmax=lim)
+            ax.set(xticks=[], yticks=[])
+            if j == 0:
+                ax.set_ylabel(f"{name}\ntest acc {h['test_acc']:.3f}", fontsize=8)
+            if r == 0:
+                ax.set_title(f"unit {j + 1}", fontsize=8)
+    fig.suptitle("Incoming weights W1[:, j] of each hidden unit (28×28) after training")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -35,6 +35,7 @@ from __future__ import annotations
 from functools import cache
 
 from .backend import Device, host_xp
+from .backend import device as get_device
 from .kernels import batchnorm as _cpu
 from .kernels import cuda_kernel, elementwise_grid, stream
 from .layers import Layer
@@ -86,8 +87,6 @@ class BatchNorm(Layer):
     def __init__(self, dev, num_features: int, *, gamma=None, beta=None, dgamma=None, dbeta=None,
                  running_mean=None, running_var=None, eps: float = EPS, momentum: float = MOMENTUM,
                  dtype="float32"):
-        from .backend import device as get_device
-
         dev = get_device(dev)
         super().__init__(dev.xp)
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
@@ -114,7 +113,7 @@ class BatchNorm(Layer):
         self.mean = xp.zeros(C, dtype=dt)      # the last training batch's μ (saved for backward)
         self.invstd = xp.zeros(C, dtype=dt)    # and its 1/√(σ² + ε)
         self._scale = None                     # CPU evaluation scratch (C,)
-        self._work = {}                        # CPU float64 scratch per chunk count
+        self._work = {}                        # CPU scratch per chunk count
         self.x = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -134,10 +133,12 @@ class BatchNorm(Layer):
         return self.xp.ascontiguousarray(x)
 
     def _workspace(self, n_rows):
+        """The CPU kernels' scratch for ``n_rows``: float64 (chunks, 2, C), array dtype (chunks, 3, C)."""
         k = _cpu.n_row_chunks(n_rows, self.num_features)
         w = self._work.get(k)
         if w is None:
-            w = self._work[k] = self.xp.empty((k, 2, self.num_features), dtype="float64")
+            xp, C = self.xp, self.num_features
+            w = self._work[k] = (xp.empty((k, 2, C), dtype="float64"), xp.empty((k, 3, C), dtype=self.dtype))
         return w
 
     # -- forward / backward ---------------------------------------------------------------------
@@ -159,7 +160,7 @@ class BatchNorm(Layer):
                 cuda_kernel("batchnorm", "forward_train")[blocks, threads, stream(self.dev)](
                     *args, *hyper, s(0))
             else:
-                _cpu.forward_train_cpu(*args, self._workspace(n), *hyper)
+                _cpu.forward_train_cpu(*args, *self._workspace(n), *hyper)
             self.x = x
         else:
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var)
@@ -192,7 +193,7 @@ class BatchNorm(Layer):
             cuda_kernel("batchnorm", "backward")[blocks, threads, stream(self.dev)](*args, inv_n,
                                                                                       self._scalar(0))
         else:
-            _cpu.backward_cpu(*args, self._workspace(x.shape[0]), inv_n)
+            _cpu.backward_cpu(*args, *self._workspace(x.shape[0]), inv_n)
         return dx
 
     def __repr__(self):

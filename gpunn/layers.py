@@ -6,19 +6,44 @@ Convention (as in *Deep Learning from Scratch* and the ai-edu course): a batch i
 *into* views of the model's flat gradient buffer, never allocating new gradient arrays.
 
 Every layer gets its array namespace ``xp`` (NumPy or CuPy) from the device; none imports NumPy.
+
+**Fast path.**  A layer built without a device (``Sigmoid(xp)``) runs the textbook's array code
+(the reference).  A layer given its device (``dev=``, as :class:`~gpunn.MLP` does unless
+``fused=False``) runs fused Numba kernels (``gpunn.kernels.activations``, CPU or CUDA) and reuses
+preallocated buffers per batch size; inside an MLP it also works in place (``inplace``): an
+activation overwrites its input and its incoming gradient, a hidden Affine leaves its bias to the
+activation after it (``act.bias``: one bias + activation kernel, one activation-gradient + bias
+gradient kernel) and the first Affine skips ∂L/∂x (``need_dx = False``: never used).
 """
 
 from __future__ import annotations
+
+from .backend import Device
+from .kernels import activations as _cpu
+from .kernels import cuda_kernel, elementwise_grid, stream
 
 __all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity", "get_activation",
            "softmax", "ACTIVATIONS"]
 
 
 class Layer:
-    """A differentiable step of a network."""
+    """A differentiable step of a network (``dev``: run the fused kernels of that device)."""
 
-    def __init__(self, xp):
+    def __init__(self, xp, dev=None):
         self.xp = xp
+        self.dev = dev
+        self.inplace = False
+        self._bufs = {}
+
+    def _buf(self, key, shape, dtype):
+        """A preallocated scratch array per (key, shape, dtype): reused from step to step."""
+        k = (key, shape, dtype)
+        a = self._bufs.get(k)
+        if a is None:
+            if len(self._bufs) > 16:  # many batch sizes: forget the old ones
+                self._bufs.clear()
+            a = self._bufs[k] = self.xp.empty(shape, dtype=dtype)
+        return a
 
     def forward(self, x, train: bool = False):
         raise NotImplementedError
@@ -36,92 +61,158 @@ class Affine(Layer):
     ``W``, ``b`` are views of the model's parameter buffer and ``dW``, ``db`` of its gradient buffer.
     """
 
-    def __init__(self, xp, W, b, dW, db):
-        super().__init__(xp)
+    def __init__(self, xp, W, b, dW, db, dev=None):
+        super().__init__(xp, dev)
         self.W, self.b, self.dW, self.db = W, b, dW, db
         self.x = None
+        self.bias_deferred = False  # fast path: the next activation adds b and computes db
+        self.need_dx = True         # fast path: False for a first layer (∂L/∂x unused)
 
     def forward(self, x, train=False):
         self.x = x
-        out = x @ self.W
-        out += self.b
+        if self.dev is None:
+            out = x @ self.W
+            out += self.b
+            return out
+        if self.inplace:
+            out = self._buf("out", (x.shape[0], self.W.shape[1]), self.W.dtype)
+            self.xp.matmul(x, self.W, out=out)
+        else:
+            out = x @ self.W
+        if not self.bias_deferred:
+            _fast.add_bias(self.dev, out, self.b)
         return out
 
     def backward(self, dout):
-        self.xp.matmul(self.x.T, dout, out=self.dW)
-        self.xp.sum(dout, axis=0, out=self.db)
+        xp = self.xp
+        xp.matmul(self.x.T, dout, out=self.dW)
+        if self.dev is None:
+            xp.sum(dout, axis=0, out=self.db)
+            return dout @ self.W.T
+        if not self.bias_deferred:
+            _fast.col_sum(self.dev, dout, self.db)
+        if not self.need_dx:
+            return None
+        if self.inplace:
+            dx = self._buf("dx", (dout.shape[0], self.W.shape[0]), dout.dtype)
+            return xp.matmul(dout, self.W.T, out=dx)
         return dout @ self.W.T
 
     def __repr__(self):
         return f"Affine({self.W.shape[0]}, {self.W.shape[1]})"
 
 
-class Sigmoid(Layer):
-    """A = σ(Z) = 1/(1+e^(−Z)), computed as ½(1+tanh(Z/2)) (no overflow).  dZ = dA ⊙ A ⊙ (1 − A)."""
+class _Activation(Layer):
+    """An elementwise activation: the textbook code (``_ref_forward``/``_ref_backward``) without a
+    device, the fused kernels of ``gpunn.kernels.activations`` with one."""
+
+    KIND = 0
+    slope = 0.0
+    bias = None  # fast path inside an MLP: the preceding Affine's b (added here) ...
+    db = None    # ... and its gradient (written by backward)
 
     def forward(self, x, train=False):
+        if self.dev is None:
+            return self._ref_forward(x)
+        out = x if self.inplace else self.xp.empty_like(x)
+        if self.bias is not None:
+            _fast.bias_act(self.dev, x, self.bias, out, self.KIND, self.slope)
+        else:
+            _fast.act(self.dev, x, out, self.KIND, self.slope)
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        if self.dev is None:
+            return self._ref_backward(dout)
+        dz = dout if self.inplace else self.xp.empty_like(dout)
+        if self.db is not None:
+            _fast.act_grad_bias(self.dev, dout, self.out, dz, self.db, self.KIND, self.slope)
+        else:
+            _fast.act_grad(self.dev, dout, self.out, dz, self.KIND, self.slope)
+        return dz
+
+
+class Sigmoid(_Activation):
+    """A = σ(Z) = 1/(1+e^(−Z)), computed as ½(1+tanh(Z/2)) (no overflow).  dZ = dA ⊙ A ⊙ (1 − A)."""
+
+    KIND = 1
+
+    def _ref_forward(self, x):
         out = self.xp.tanh(x * 0.5)
         out += 1
         out *= 0.5
         self.out = out
         return out
 
-    def backward(self, dout):
+    def _ref_backward(self, dout):
         a = self.out
         return dout * a * (1 - a)
 
 
-class Tanh(Layer):
+class Tanh(_Activation):
     """A = tanh(Z).  dZ = dA ⊙ (1 − A²)."""
 
-    def forward(self, x, train=False):
+    KIND = 2
+
+    def _ref_forward(self, x):
         self.out = self.xp.tanh(x)
         return self.out
 
-    def backward(self, dout):
+    def _ref_backward(self, dout):
         a = self.out
         return dout * (1 - a * a)
 
 
-class ReLU(Layer):
+class ReLU(_Activation):
     """A = max(0, Z).  dZ = dA where Z > 0, else 0."""
 
-    def forward(self, x, train=False):
+    KIND = 3
+
+    def _ref_forward(self, x):
         self.mask = x > 0
         return x * self.mask
 
-    def backward(self, dout):
+    def _ref_backward(self, dout):
         return dout * self.mask
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(_Activation):
     """A = Z if Z > 0 else α·Z (α = ``slope``, default 0.01).  dZ = dA ⊙ (1 if Z > 0 else α)."""
 
-    def __init__(self, xp, slope: float = 0.01):
-        super().__init__(xp)
+    KIND = 4
+
+    def __init__(self, xp, slope: float = 0.01, dev=None):
+        super().__init__(xp, dev)
         if not (0 <= slope < 1):
             raise ValueError(f"LeakyReLU slope must be in [0, 1), got {slope}")
         self.slope = float(slope)
 
-    def forward(self, x, train=False):
+    def _ref_forward(self, x):
         self.mask = x > 0
         return self.xp.where(self.mask, x, x * self.slope)
 
-    def backward(self, dout):
+    def _ref_backward(self, dout):
         return self.xp.where(self.mask, dout, dout * self.slope)
 
     def __repr__(self):
         return f"LeakyReLU(slope={self.slope})"
 
 
-class Identity(Layer):
+class Identity(_Activation):
     """A = Z."""
 
+    KIND = 0
+
     def forward(self, x, train=False):
-        return x
+        if self.dev is None or self.bias is None:
+            return x
+        return super().forward(x, train)
 
     def backward(self, dout):
-        return dout
+        if self.dev is None or self.db is None:
+            return dout
+        return super().backward(dout)
 
 
 ACTIVATIONS = {
@@ -135,17 +226,18 @@ ACTIVATIONS = {
 }
 
 
-def get_activation(name, xp) -> Layer:
+def get_activation(name, xp, dev=None) -> Layer:
     """An activation layer from its name (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"leaky_relu"``,
-    ``"identity"``) or a ``Layer`` subclass."""
+    ``"identity"``) or a ``Layer`` subclass; ``dev``: use the fused kernels of that device (only
+    for gpunn's own activations)."""
     if isinstance(name, type) and issubclass(name, Layer):
-        return name(xp)
+        return name(xp, dev=dev) if issubclass(name, _Activation) else name(xp)
     if not isinstance(name, str):
         raise TypeError(f"activation must be a name or a Layer class, got {name!r}")
     cls = ACTIVATIONS.get(name.strip().lower())
     if cls is None:
         raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}")
-    return cls(xp)
+    return cls(xp, dev=dev)
 
 
 def softmax(xp, z):
@@ -154,3 +246,85 @@ def softmax(xp, z):
     xp.exp(e, out=e)
     e /= e.sum(axis=1, keepdims=True)
     return e
+
+
+class _fast:
+    """Launchers of the fused kernels (``gpunn.kernels.activations``) on a device: CPU calls the
+    serial Numba kernels, CUDA launches ``activations_cuda`` on CuPy's current stream."""
+
+    _consts = {}
+
+    @staticmethod
+    def consts(dtype, slope=0.0):
+        """(½, 1, 0, slope) as scalars of ``dtype`` (no float64 promotion in float32 kernels)."""
+        c = _fast._consts.get((dtype, slope))
+        if c is None:
+            c = _fast._consts[(dtype, slope)] = tuple(Device.scalar(v, dtype) for v in (0.5, 1.0, 0.0, slope))
+        return c
+
+    @staticmethod
+    def _launch(dev, name, n, *args):
+        if n:
+            blocks, threads = elementwise_grid(dev, n)
+            cuda_kernel("activations", name)[blocks, threads, stream(dev)](*args)
+
+    @staticmethod
+    def add_bias(dev, z, b):
+        if dev.is_cuda:
+            _fast._launch(dev, "add_bias", z.size, z, b)
+        else:
+            _cpu.add_bias_cpu(z, b)
+
+    @staticmethod
+    def col_sum(dev, d, db):
+        if dev.is_cuda:
+            _fast._launch(dev, "col_sum", db.size, d, db, _fast.consts(d.dtype)[2])
+        else:
+            _cpu.col_sum_cpu(d, db, _fast.consts(d.dtype)[2])
+
+    @staticmethod
+    def _tanh_cpu(dev, out, kind, half, one):
+        """Sigmoid/tanh on the CPU after the affine part is in ``out``: NumPy's SIMD tanh."""
+        dev.xp.tanh(out, out=out)
+        if kind == 1:
+            _cpu.sigmoid_finish_cpu(out.reshape(-1), half, one)
+
+    @staticmethod
+    def bias_act(dev, z, b, out, kind, slope):
+        half, one, zero, s = _fast.consts(z.dtype, slope)
+        if dev.is_cuda:
+            _fast._launch(dev, "bias_act", z.size, z, b, out, kind, s, half, one, zero)
+        elif kind in (1, 2):
+            _cpu.bias_scale_cpu(z, b, out, half if kind == 1 else one)
+            _fast._tanh_cpu(dev, out, kind, half, one)
+        else:
+            _cpu.bias_act_cpu(z, b, out, kind, s, half, one, zero)
+
+    @staticmethod
+    def act(dev, z, out, kind, slope):
+        half, one, zero, s = _fast.consts(z.dtype, slope)
+        if dev.is_cuda:
+            _fast._launch(dev, "act", z.size, z.reshape(-1), out.reshape(-1), kind, s, half, one, zero)
+        elif kind in (1, 2):
+            dev.xp.multiply(z, half if kind == 1 else one, out=out)
+            _fast._tanh_cpu(dev, out, kind, half, one)
+        else:
+            _cpu.act_cpu(z.reshape(-1), out.reshape(-1), kind, s, half, one, zero)
+
+    @staticmethod
+    def act_grad(dev, d, a, dz, kind, slope):
+        half, one, zero, s = _fast.consts(d.dtype, slope)
+        args = (d.reshape(-1), a.reshape(-1), dz.reshape(-1), kind, s, one, zero)
+        if dev.is_cuda:
+            _fast._launch(dev, "act_grad", d.size, *args)
+        else:
+            _cpu.act_grad_cpu(*args)
+
+    @staticmethod
+    def act_grad_bias(dev, d, a, dz, db, kind, slope):
+        if dev.is_cuda:
+            _fast.act_grad(dev, d, a, dz, kind, slope)
+            _fast.col_sum(dev, dz, db)
+            return
+        half, one, zero, s = _fast.consts(d.dtype, slope)
+        _cpu.act_grad_bias_cpu(d, a, dz, db, kind, s, one, zero)

@@ -23,6 +23,8 @@ from __future__ import annotations
 __all__ = ["Loss", "SoftmaxCrossEntropy", "CrossEntropy", "BinaryCrossEntropy", "MeanSquaredError",
            "L1Loss", "Hinge", "get_loss", "one_hot"]
 
+from .kernels import activations as _k
+
 EPS = 1e-7
 
 
@@ -61,10 +63,19 @@ class Loss:
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax of the scores then cross-entropy, via log-softmax (no log(0), no overflow)."""
+    """Softmax of the scores then cross-entropy, via log-softmax (no log(0), no overflow).
+
+    With ``dev`` set (an :class:`~gpunn.MLP` does unless ``fused=False``) forward runs one fused
+    kernel per batch (``gpunn.kernels.activations.softmax_xent*``) computing the loss *and* the
+    gradient (into a buffer reused per batch size); ``backward`` returns that buffer."""
+
+    dev = None
 
     def forward(self, y, t):
+        if self.dev is not None and y.ndim == 2 and y.flags.c_contiguous and y.dtype == self._dtype_of(y):
+            return self._fused(y, t)
         xp = self.xp
+        self.d = None
         n = y.shape[0]
         shifted = y - y.max(axis=1, keepdims=True)
         log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
@@ -75,7 +86,41 @@ class SoftmaxCrossEntropy(Loss):
             return -log_p[xp.arange(n), t].sum() / n
         return -(t * log_p).sum() / n
 
+    @staticmethod
+    def _dtype_of(y):
+        return y.dtype if y.dtype.kind == "f" else None
+
+    def _fused(self, y, t):
+        dev, xp = self.dev, self.xp
+        n = y.shape[0]
+        dt = y.dtype
+        st = getattr(self, "_state", None)
+        if st is None or st[0].shape != y.shape or st[0].dtype != dt:
+            # per batch shape: the gradient buffer, per-row losses (CUDA), and the kernel scalars
+            from .backend import Device
+
+            st = self._state = (xp.empty(y.shape, dtype=dt), xp.empty(n, dtype=dt),
+                                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0)))
+        d, row_loss, inv_n, one, zero = st
+        soft = t.ndim == 2
+        if soft:
+            t = xp.ascontiguousarray(t, dtype=dt)
+        if dev.is_cuda:
+            from .kernels import cuda_kernel, elementwise_grid, stream
+
+            blocks, threads = elementwise_grid(dev, n)
+            cuda_kernel("activations", "softmax_xent_soft" if soft else "softmax_xent")[
+                blocks, threads, stream(dev)](y, t, d, row_loss, inv_n, one, zero)
+            loss = row_loss.sum() * inv_n
+        else:
+            kernel = _k.softmax_xent_soft_cpu if soft else _k.softmax_xent_cpu
+            loss = dt.type(kernel(y, t, d, inv_n, one, zero))
+        self.d, self.t, self.p = d, t, None
+        return loss
+
     def backward(self):
+        if self.d is not None:
+            return self.d
         n = self.p.shape[0]
         d = self.p.copy()
         if self.t.ndim == 1:

@@ -26,19 +26,25 @@ Regularisation, as in the textbook's ``MultiLayerNetExtend``: ``batchnorm=True``
 
 from __future__ import annotations
 
+from .backend import Device
 from .backend import device as get_device
 from .batchnorm import EPS, MOMENTUM, BatchNorm
 from .gradcheck import numerical_gradient_dict
 from .init import get_initializer
+from .kernels import activations as _act
 from .layers import Affine, get_activation, softmax
 from .losses import get_loss
 from .params import FlatLayout
 from .regularization import Dropout, add_weight_decay, weight_decay_loss
-from .validate import check_hyper, check_inputs, check_targets
+from .validate import check_finite, check_hyper, check_inputs, check_targets
 
 __all__ = ["MLP"]
 
 _RELU_LIKE = ("relu", "leaky_relu", "leakyrelu")
+
+
+def _host_device():
+    return get_device("cpu")
 
 
 class MLP:
@@ -64,6 +70,10 @@ class MLP:
         optimizers' own ``weight_decay`` does the gradient part only; use one or the other.)
     bn_momentum, bn_eps : BatchNorm's running-statistics momentum (weight of the new batch, PyTorch
         convention: 0.1 ≙ Saito's 0.9) and ε (see :mod:`gpunn.batchnorm`).
+    fused : ``True`` (default): the fast path -- fused Numba kernels (bias + activation, activation
+        gradient + bias gradient, softmax cross-entropy forward + backward), buffers reused per
+        batch size, no ∂L/∂x for the first layer.  ``False``: the textbook's array code, layer by
+        layer (the reference the fast path is tested against).  Same results up to float rounding.
 
     Attributes besides the textbook's: ``buffers`` -- the non-trainable state, by name
     (``"running_mean1"``, ``"running_var1"``, …; empty without BatchNorm); ``batchnorm_layers``,
@@ -74,7 +84,8 @@ class MLP:
 
     def __init__(self, input_size: int, hidden_sizes, output_size: int, activation="relu", init="auto",
                  loss="cross_entropy", device="cpu", dtype="float32", seed=None, *, batchnorm: bool = False,
-                 dropout=0.0, weight_decay: float = 0.0, bn_momentum: float = MOMENTUM, bn_eps: float = EPS):
+                 dropout=0.0, weight_decay: float = 0.0, bn_momentum: float = MOMENTUM, bn_eps: float = EPS,
+                 fused: bool = True):
         self.device = dev = get_device(device)
         self.dtype = dev.dtype(dtype)
         self.xp = dev.xp
@@ -98,6 +109,10 @@ class MLP:
         self.weight_decay = check_hyper("weight_decay", weight_decay, low=0)
         self.bn_momentum = check_hyper("bn_momentum", bn_momentum, low=0, high=1)
         self.bn_eps = check_hyper("bn_eps", bn_eps, low=0, low_open=True)
+        if not isinstance(fused, bool):
+            raise TypeError(f"fused must be True or False, got {fused!r}")
+        self.fused = fused
+        fdev = dev if fused else None
 
         specs = []
         for i in range(1, len(sizes)):
@@ -118,7 +133,8 @@ class MLP:
             act = self.activations[min(i, n_hidden) - 1] if n_hidden else "identity"
             W = self.params[f"W{i}"]
             W[...] = dev.to_device(_initializer(inits[i - 1], act)(rng, sizes[i - 1], sizes[i]), self.dtype)
-            self.layers.append(Affine(xp, W, self.params[f"b{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"]))
+            self.layers.append(Affine(xp, W, self.params[f"b{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"],
+                                      dev=fdev))
             if i < len(sizes) - 1:
                 if batchnorm:
                     self.params[f"gamma{i}"] = 1
@@ -128,7 +144,7 @@ class MLP:
                         dev, sizes[i], gamma=self.params[f"gamma{i}"], beta=self.params[f"beta{i}"],
                         dgamma=self.grads[f"gamma{i}"], dbeta=self.grads[f"beta{i}"], running_mean=rm,
                         running_var=rv, eps=self.bn_eps, momentum=self.bn_momentum))
-                self.layers.append(get_activation(self.activations[i - 1], xp))
+                self.layers.append(get_activation(self.activations[i - 1], xp, dev=fdev))
         # dropout generators are seeded from the weight generator after the weights: the weights do
         # not depend on whether dropout is on
         for i, p in enumerate(drops):
@@ -136,6 +152,8 @@ class MLP:
                 at = self.layers.index(self._activation_layer(i)) + 1
                 self.layers.insert(at, Dropout(dev, p, seed=int(rng.integers(0, 1 << 62))))
         self.last_layer = get_loss(loss, xp)
+        if fused:
+            self._wire_fast_path()
 
     # -- the textbook interface ---------------------------------------------------------------
     def predict(self, x, train: bool = False):
@@ -185,6 +203,26 @@ class MLP:
         finally:
             self._restore(snap)
 
+    def _wire_fast_path(self):
+        """In-place buffers and bias fusion between gpunn's own layers (see :mod:`gpunn.layers`)."""
+        from .layers import _Activation
+        from .losses import SoftmaxCrossEntropy
+
+        layers = self.layers
+        for k, layer in enumerate(layers):
+            if isinstance(layer, Affine):
+                layer.need_dx = k > 0
+                nxt = layers[k + 1] if k + 1 < len(layers) else None
+                layer.inplace = nxt is not None  # the output layer's scores are returned: fresh
+                if type(nxt).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity") \
+                        and isinstance(nxt, _Activation) and nxt.dev is not None:
+                    layer.bias_deferred = True
+                    nxt.bias, nxt.db = layer.b, layer.db
+            elif isinstance(layer, _Activation) and layer.dev is not None:
+                layer.inplace = True
+        if type(self.last_layer) is SoftmaxCrossEntropy:
+            self.last_layer.dev = self.device
+
     # -- unchecked internals (the trainer validates whole datasets once) ------------------------
     def _forward(self, x, train):
         for layer in self.layers:
@@ -228,9 +266,24 @@ class MLP:
             d.key = key
 
     def _x(self, x):
-        return check_inputs(self.device, x, self.sizes[0], self.dtype, "x")
+        dev = self.device
+        if not self.fused:
+            return check_inputs(dev, x, self.sizes[0], self.dtype, "x")
+        # fast path: the NaN/Inf check as one vectorised Numba pass (on the host, before the copy
+        # to a GPU: no device synchronisation); the message is check_finite's
+        if not dev.is_cuda or (not dev.owns(x) and type(x).__module__.split(".")[0] != "cupy"):
+            x = check_inputs(_host_device(), x, self.sizes[0], self.dtype, "x", finite=False)
+            if not _act.all_finite_cpu(x.reshape(-1), Device.scalar(0, x.dtype)):
+                check_finite(_host_device(), x, "x")
+            return x if not dev.is_cuda else dev.to_device(x)
+        return check_inputs(dev, x, self.sizes[0], self.dtype, "x")
 
     def _t(self, t, n):
+        # fast path: 1-D int64 class indices on the host, checked by one Numba pass (no device sync)
+        if (self.fused and type(t).__module__ == "numpy" and t.ndim == 1 and t.shape[0] == n and n
+                and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.flags.c_contiguous
+                and _act.labels_ok_cpu(t, self.n_classes)):
+            return self.device.to_device(t) if self.device.is_cuda else t
         return check_targets(self.device, t, n, self.n_classes, self.dtype, "t")
 
     # -- misc ---------------------------------------------------------------------------------

@@ -15,9 +15,15 @@ Backward (x̂ = (x − μ)·s is recomputed from ``x``, never stored)::
 
 Evaluation: ``y = (x − running_mean) · γ/√(running_var + ε) + β``.
 
-Accumulation (documented choice): the CPU kernels accumulate the per-feature sums in **float64**
-(Welford's update for mean and variance: one pass over ``x``, numerically stable; per-thread partial
-results over row chunks are merged with Chan et al.'s formula).  The CUDA kernels use the two-pass
+Accumulation (documented choice): the CPU kernels work in blocks of ``BLOCK`` = 32 rows.  Within a
+block, sums run in the array dtype (float32: 32 terms, SIMD-wide) on data shifted by the first row
+of the thread's chunk (a large common offset then costs no precision); the block's mean and its
+M2 = Σ(x − block mean)² (the two-pass algorithm, on 32 rows that are still in L1/L2) are merged
+into **float64** running statistics with Chan et al.'s pairwise formula, which is also how the
+per-thread row chunks are combined -- stable (no Σx² − (Σx)²/N cancellation) and, unlike a per-element
+float64 Welford update, not compute-bound: the statistics pass ran 0.47 ms instead of 0.86 ms on
+4096×1024 with 2 threads here.  Backward's Σdy and Σdy·x̂ likewise: 32-row sums in the array dtype
+added into float64 totals.  The CUDA kernels use the two-pass
 algorithm: each thread sums its rows in the array dtype (float32: at most ⌈N/rows-per-block⌉ terms
 each), then the block's partial sums are reduced in a float64 tree in shared memory.  The per-feature
 finalisation (mean, 1/√(σ²+ε), running statistics: C values) is computed in float64 on both devices
@@ -26,8 +32,9 @@ arithmetic in the shared rules.
 
 CPU layout: row chunks, one per Numba thread (``work.shape[0]`` of them, chosen by
 :func:`n_row_chunks`; 1 = serial below ``PARALLEL_MIN`` elements), each walking whole rows so the
-inner loop over features is contiguous and vectorises.  ``work`` is a float64 scratch array of shape
-``(chunks, 2, C)`` supplied by the caller (kernels allocate nothing).
+inner loop over features is contiguous and vectorises.  ``work`` (float64, ``(chunks, 2, C)``) and
+``acc`` (the array dtype, ``(chunks, 3, C)``) are scratch arrays supplied by the caller (kernels
+allocate nothing).
 """
 
 import math
@@ -37,6 +44,9 @@ from numba import get_num_threads, njit, prange
 from . import CPU_OPTIONS, RULE_OPTIONS
 
 SERIAL_OPTIONS = dict(error_model="numpy", cache=True)
+
+BLOCK = 32
+"""Rows per block of the CPU statistics passes (array-dtype sums inside, float64 across)."""
 
 PARALLEL_MIN = 1 << 18
 """Below this many elements (N·C) a CPU kernel runs on the calling thread.  Measured on 2 cores,
@@ -89,22 +99,45 @@ def running(r, stat, mom, omm):
 # CPU helpers (serial, whole rows)
 # --------------------------------------------------------------------------------------------
 @njit(**SERIAL_OPTIONS)
-def _welford_rows(x, lo, hi, mean, m2):
-    """Welford over rows [lo, hi): per-column mean and M2 = Σ(x − mean)² into float64 arrays."""
+def _stats_rows(x, lo, hi, mean, m2, bm, bq, sh):
+    """Per-column mean and M2 = Σ(x − mean)² of rows [lo, hi) into float64 ``mean``, ``m2``:
+    blocks of ``BLOCK`` rows, two-pass inside a block in the array dtype on data shifted by the
+    chunk's first row ``sh`` (so a large common offset costs no precision), blocks merged in float64
+    (Chan et al.).  ``bm``, ``bq``, ``sh``: array-dtype scratch."""
     C = x.shape[1]
+    first = x[lo]
     for c in range(C):
         mean[c] = 0.0
         m2[c] = 0.0
-    k = 0
-    for n in range(lo, hi):
-        k += 1
-        r = 1.0 / k
-        row = x[n]
+        sh[c] = first[c]
+    na = 0
+    for b0 in range(lo, hi, BLOCK):
+        b1 = min(b0 + BLOCK, hi)
+        nb = b1 - b0
         for c in range(C):
-            v = row[c]
-            d = v - mean[c]
-            mean[c] += d * r
-            m2[c] += d * (v - mean[c])
+            bm[c] = 0
+            bq[c] = 0
+        for n in range(b0, b1):
+            row = x[n]
+            for c in range(C):
+                bm[c] += row[c] - sh[c]
+        for c in range(C):
+            bm[c] = bm[c] / nb          # the block mean minus the shift, in the array dtype
+        for n in range(b0, b1):
+            row = x[n]
+            for c in range(C):
+                d = (row[c] - sh[c]) - bm[c]
+                bq[c] += d * d
+        nab = na + nb
+        f1 = nb / nab
+        f2 = na * nb / nab
+        for c in range(C):
+            d = bm[c] - mean[c]         # mean holds (running mean − shift) until the end
+            mean[c] += d * f1
+            m2[c] += bq[c] + d * d * f2
+        na = nab
+    for c in range(C):
+        mean[c] += sh[c]
 
 
 @njit(**SERIAL_OPTIONS)
@@ -117,18 +150,26 @@ def _normalize_rows(x, lo, hi, mean, invstd, gamma, beta, y):
 
 
 @njit(**SERIAL_OPTIONS)
-def _grad_sums_rows(dy, x, lo, hi, mean, invstd, sb, sg):
-    """Σ dy and Σ dy·x̂ over rows [lo, hi) into float64 arrays."""
+def _grad_sums_rows(dy, x, lo, hi, mean, invstd, sb, sg, bb, bg):
+    """Σ dy and Σ dy·x̂ over rows [lo, hi) into float64 ``sb``, ``sg``: ``BLOCK``-row sums in the
+    array dtype (``bb``, ``bg`` scratch) added into the float64 totals."""
     C = x.shape[1]
     for c in range(C):
         sb[c] = 0.0
         sg[c] = 0.0
-    for n in range(lo, hi):
-        row, g = x[n], dy[n]
+    for b0 in range(lo, hi, BLOCK):
         for c in range(C):
-            d = g[c]
-            sb[c] += d
-            sg[c] += d * xhat(row[c], mean[c], invstd[c])
+            bb[c] = 0
+            bg[c] = 0
+        for n in range(b0, min(b0 + BLOCK, hi)):
+            row, g = x[n], dy[n]
+            for c in range(C):
+                d = g[c]
+                bb[c] += d
+                bg[c] += d * xhat(row[c], mean[c], invstd[c])
+        for c in range(C):
+            sb[c] += bb[c]
+            sg[c] += bg[c]
 
 
 @njit(**SERIAL_OPTIONS)
@@ -154,16 +195,17 @@ def _eval_rows(x, lo, hi, rmean, scale, beta, y):
 # CPU kernels
 # --------------------------------------------------------------------------------------------
 @njit(**CPU_OPTIONS)
-def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, eps, mom, omm):
+def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
     """Training forward: batch statistics into ``mean``/``invstd`` (saved for backward), running
     statistics updated in place, ``y`` written.  Needs N ≥ 2."""
     N, C = x.shape
     k = work.shape[0]
     if k == 1:
-        _welford_rows(x, 0, N, work[0, 0], work[0, 1])
+        _stats_rows(x, 0, N, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1], acc[0, 2])
     else:
         for j in prange(k):
-            _welford_rows(x, j * N // k, (j + 1) * N // k, work[j, 0], work[j, 1])
+            _stats_rows(x, j * N // k, (j + 1) * N // k, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1],
+                            acc[j, 2])
     for c in range(C):
         # Chan et al.: merge (count, mean, M2) of the row chunks
         na = N // k
@@ -189,15 +231,16 @@ def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, eps, m
 
 
 @njit(**CPU_OPTIONS)
-def backward_cpu(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, inv_n):
+def backward_cpu(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
     """Backward of the training forward: dγ, dβ written (into the gradient buffer views), dx written."""
     N, C = x.shape
     k = work.shape[0]
     if k == 1:
-        _grad_sums_rows(dy, x, 0, N, mean, invstd, work[0, 0], work[0, 1])
+        _grad_sums_rows(dy, x, 0, N, mean, invstd, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1])
     else:
         for j in prange(k):
-            _grad_sums_rows(dy, x, j * N // k, (j + 1) * N // k, mean, invstd, work[j, 0], work[j, 1])
+            _grad_sums_rows(dy, x, j * N // k, (j + 1) * N // k, mean, invstd, work[j, 0], work[j, 1],
+                            acc[j, 0], acc[j, 1])
     for c in range(C):
         sb = work[0, 0, c]
         sg = work[0, 1, c]
