@@ -191,6 +191,9 @@ class Optimizer:
             if not a.flags.c_contiguous:
                 raise ValueError(f"{what}[{name}] is not C-contiguous; the update is done in place "
                                  "on the array's memory, pass a contiguous array")
+        if not getattr(p.flags, "writeable", True):
+            raise ValueError(f"params[{name}] is read-only (a NumPy scalar or an array with "
+                             "flags.writeable=False); the update is done in place, pass a writeable array")
         if p.shape != g.shape:
             raise ValueError(f"grads[{name}] has shape {g.shape}, params[{name}] has {p.shape}")
         if p.dtype != g.dtype:
