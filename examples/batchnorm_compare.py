@@ -18,18 +18,13 @@ summary; saves ``--out``/batchnorm_compare.png (solid: BatchNorm, dashed: withou
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-# Numba's OpenMP threads spin after each parallel region and starve OpenBLAS's (7x slower steps
-# measured on 2 cores): let them sleep.  Must be set before the OpenMP runtime starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunn  # noqa: E402
-from gpunn.datasets import DatasetNotFoundError, load_mnist_test_split  # noqa: E402
+import gpunn
+from gpunn.datasets import DatasetNotFoundError, load_mnist_test_split
 
 SCALES = np.logspace(0, -4, num=16)
 

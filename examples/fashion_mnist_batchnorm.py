@@ -15,17 +15,12 @@ time, and saves the learning curves to ``--out``/fashion_mnist_batchnorm.png.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-# Numba's OpenMP threads spin after each parallel region and starve OpenBLAS's (7x slower steps
-# measured on 2 cores): let them sleep.  Must be set before the OpenMP runtime starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
-import gpunn  # noqa: E402
-from gpunn.datasets import DatasetNotFoundError, load_fashion_mnist  # noqa: E402
+import gpunn
+from gpunn.datasets import DatasetNotFoundError, load_fashion_mnist
 
 
 def build(device, seed=0, hidden=(512, 256), dropout=0.2):

@@ -18,18 +18,13 @@ Saves ``--out``/weight_init_activations.png.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-# Numba's OpenMP threads spin after each parallel region and starve OpenBLAS's (7x slower steps
-# measured on 2 cores): let them sleep.  Must be set before the OpenMP runtime starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunn  # noqa: E402
-from gpunn.init import get_initializer  # noqa: E402
-from gpunn.layers import Affine, get_activation  # noqa: E402
+import gpunn
+from gpunn.init import get_initializer
+from gpunn.layers import Affine, get_activation
 
 CONFIGS = [  # (label, initialiser for get_initializer, activation)
     ("Sigmoid, std 1", 1.0, "sigmoid"),

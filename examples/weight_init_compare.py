@@ -14,18 +14,13 @@ Trains on MNIST's 60,000 training digits when present in ``--data-dir``, else on
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-# Numba's OpenMP threads spin after each parallel region and starve OpenBLAS's (7x slower steps
-# measured on 2 cores): let them sleep.  Must be set before the OpenMP runtime starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunn  # noqa: E402
-from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_split  # noqa: E402
+import gpunn
+from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_split
 
 INITS = {"std=0.01": 0.01, "Xavier": "lecun_normal", "He": "he_normal"}
 

@@ -13,18 +13,13 @@ difference between any two hidden units and the test accuracy.  Saves ``--out``/
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-# Numba's OpenMP threads spin after each parallel region and starve OpenBLAS's (7x slower steps
-# measured on 2 cores): let them sleep.  Must be set before the OpenMP runtime starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunn  # noqa: E402
-from gpunn.datasets import DatasetNotFoundError, load_mnist_test_split  # noqa: E402
+import gpunn
+from gpunn.datasets import DatasetNotFoundError, load_mnist_test_split
 
 
 def train(x, t, init, device="cpu", hidden=10, epochs=3, lr=0.5, seed=0):

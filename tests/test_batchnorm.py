@@ -323,3 +323,26 @@ def test_variance_is_stable_for_large_offsets(dev):
     np.testing.assert_allclose(y, expect, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(to_numpy(bn.running_var), 0.9 + 0.1 * xr.var(0, ddof=1), rtol=1e-4)
 
+
+
+def test_cpu_row_chunks_match_serial():
+    """The CPU kernels' parallel path (row chunks merged with Chan's formula), called directly: the
+    threading layer may keep the layer itself serial (see kernels.batchnorm.n_row_chunks)."""
+    from gpunn.kernels import batchnorm as k
+
+    rng = np.random.default_rng(14)
+    n, c = 301, 70
+    x, dy, gamma, beta = _data(rng, n, c)
+    f32 = np.float32
+    out = []
+    for chunks in (1, 2, 3):
+        rm, rv = np.zeros(c, f32), np.ones(c, f32)
+        mean, invstd, y, dx = np.zeros(c, f32), np.zeros(c, f32), np.empty_like(x), np.empty_like(x)
+        dg, db = np.empty(c, f32), np.empty(c, f32)
+        work, acc = np.empty((chunks, 2, c)), np.empty((chunks, 3, c), f32)
+        k.forward_train_cpu(x, gamma, beta, rm, rv, mean, invstd, y, work, acc, f32(1e-5), f32(0.1), f32(0.9))
+        k.backward_cpu(dy, x, gamma, mean, invstd, dx, dg, db, work, acc, f32(1 / n))
+        out.append((y, dx, dg, db, rm, rv))
+    for other in out[1:]:
+        for a, b in zip(other, out[0], strict=True):
+            _close(a, b, rtol=2e-6)
