@@ -1,6 +1,6 @@
 """gpunn: neural networks from scratch, fast, on CPU (NumPy) or GPU (CuPy) with fused Numba kernels."""
 
-from . import checkpoint, datasets, init, layers, losses, optim
+from . import batchnorm, checkpoint, datasets, init, layers, losses, optim, regularization
 from .backend import Device, DeviceError, DeviceFallbackWarning, cuda_available, device, get_device
 from .checkpoint import CheckpointError
 from .mlp import MLP
@@ -10,4 +10,4 @@ __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "Device", "DeviceError", "DeviceFallbackWarning", "MLP", "Trainer",
            "TrainingDivergedError", "checkpoint", "cuda_available", "datasets", "device", "get_device",
-           "init", "layers", "losses", "optim", "__version__"]
+           "batchnorm", "init", "layers", "losses", "optim", "regularization", "__version__"]

@@ -244,11 +244,14 @@ class Device:
         return f"a {mod} {type(a).__name__}" if mod != "builtins" else f"a {type(a).__name__}"
 
     def to_device(self, a, dtype=None):
-        """Copy host data (or an array of another device) onto this device, C-contiguous."""
+        """Copy host data (or an array of another device) onto this device, C-contiguous
+        (0-d arrays stay 0-d)."""
         if self.xp is not numpy:
             with self.xp.cuda.Device(self.index):
-                return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
-        return numpy.ascontiguousarray(self.to_numpy(a), dtype=dtype)
+                out = self.xp.asarray(a, dtype=dtype)
+        else:
+            out = numpy.asarray(self.to_numpy(a), dtype=dtype)
+        return out if out.flags.c_contiguous else self.xp.ascontiguousarray(out)
 
     @staticmethod
     def to_numpy(a):

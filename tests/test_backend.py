@@ -16,6 +16,8 @@ def test_cpu_device_basics():
     a = d.to_device([1, 2, 3], dtype="float32")
     assert a.dtype == np.float32 and a.flags.c_contiguous
     assert isinstance(d.to_numpy(a), np.ndarray)
+    assert d.to_device(np.float32(2.0)).shape == ()  # 0-d stays 0-d
+    assert d.to_device(np.ones((3, 4))[:, ::2]).flags.c_contiguous
     d.synchronize()
     assert d.rng(3).standard_normal(4).tolist() == d.rng(3).standard_normal(4).tolist()
 
