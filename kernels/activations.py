@@ -235,6 +235,21 @@ def col_sum_cpu(d, db, zero):
 
 
 @njit(**SERIAL_OPTIONS)
+def _shifted_exp_row(yr, dr, zero):
+    """The stable-softmax prefix of one row: m = max(y), d = exp(y − m); returns (m, Σ d)."""
+    m = yr[0]
+    for j in range(1, yr.size):
+        if yr[j] > m:
+            m = yr[j]
+    s = zero
+    for j in range(yr.size):
+        e = math.exp(yr[j] - m)
+        dr[j] = e
+        s += e
+    return m, s
+
+
+@njit(**SERIAL_OPTIONS)
 def softmax_xent_cpu(y, t, d, inv_n, one, zero):
     """Softmax cross-entropy on scores ``y`` (N, C) with class indices ``t`` (N,): returns
     Σ_rows −log softmax(y)[t] · inv_n and writes d = (softmax(y) − onehot(t))·inv_n."""
@@ -243,15 +258,7 @@ def softmax_xent_cpu(y, t, d, inv_n, one, zero):
     for r in range(n):
         yr = y[r]
         dr = d[r]
-        m = yr[0]
-        for j in range(1, c):
-            if yr[j] > m:
-                m = yr[j]
-        s = zero
-        for j in range(c):
-            e = math.exp(yr[j] - m)
-            dr[j] = e
-            s += e
+        m, s = _shifted_exp_row(yr, dr, zero)
         inv_s = one / s
         k = t[r]
         total += math.log(s) - (yr[k] - m)
@@ -271,15 +278,7 @@ def softmax_xent_soft_cpu(y, t, d, inv_n, one, zero):
         yr = y[r]
         tr = t[r]
         dr = d[r]
-        m = yr[0]
-        for j in range(1, c):
-            if yr[j] > m:
-                m = yr[j]
-        s = zero
-        for j in range(c):
-            e = math.exp(yr[j] - m)
-            dr[j] = e
-            s += e
+        m, s = _shifted_exp_row(yr, dr, zero)
         inv_s = one / s
         log_s = math.log(s)
         for j in range(c):

@@ -55,20 +55,27 @@ def act_grad(d, a, dz, kind, slope, one, zero):
         dz[i] = rules.backward_rule(d[i], a[i], kind, slope, one, zero)
 
 
+@cuda.jit(device=True)
+def _shifted_exp_row(y, d, r, zero):
+    """Row ``r``'s stable-softmax prefix: m = max(y_r), d_r = exp(y_r − m); returns (m, Σ d_r)."""
+    m = y[r, 0]
+    for j in range(1, y.shape[1]):
+        if y[r, j] > m:
+            m = y[r, j]
+    s = zero
+    for j in range(y.shape[1]):
+        e = math.exp(y[r, j] - m)
+        d[r, j] = e
+        s += e
+    return m, s
+
+
 @cuda.jit
 def softmax_xent(y, t, d, row_loss, inv_n, one, zero):
     """Class-index targets ``t`` (N,): row_loss[r] = −log softmax(y_r)[t_r]; d = (p − onehot)·inv_n."""
     n, c = y.shape
     for r in range(cuda.grid(1), n, cuda.gridsize(1)):
-        m = y[r, 0]
-        for j in range(1, c):
-            if y[r, j] > m:
-                m = y[r, j]
-        s = zero
-        for j in range(c):
-            e = math.exp(y[r, j] - m)
-            d[r, j] = e
-            s += e
+        m, s = _shifted_exp_row(y, d, r, zero)
         inv_s = one / s
         k = t[r]
         row_loss[r] = math.log(s) - (y[r, k] - m)
@@ -82,15 +89,7 @@ def softmax_xent_soft(y, t, d, row_loss, inv_n, one, zero):
     """Targets ``t`` of shape (N, C): row_loss[r] = −Σ t·log softmax(y_r); d = (p − t)·inv_n."""
     n, c = y.shape
     for r in range(cuda.grid(1), n, cuda.gridsize(1)):
-        m = y[r, 0]
-        for j in range(1, c):
-            if y[r, j] > m:
-                m = y[r, j]
-        s = zero
-        for j in range(c):
-            e = math.exp(y[r, j] - m)
-            d[r, j] = e
-            s += e
+        m, s = _shifted_exp_row(y, d, r, zero)
         inv_s = one / s
         log_s = math.log(s)
         acc = zero
