@@ -73,11 +73,17 @@ def timeit_blocks(fn, blocks: int = 3, **kw) -> dict:
     return {**best, "block_medians_s": [r["median_s"] for r in runs]}
 
 
-def interleaved(fns: dict, rounds: int = 20, warmup: int = 1, sync=None) -> dict:
-    """Time several callables in rotation (one call of each per round), so a change in the
-    machine's state (another tenant, frequency, memory traffic) hits all of them alike.
+def interleaved(fns: dict, rounds: int = 20, warmup: int = 1, sync=None, keep: bool = False,
+                turn: int = 1) -> dict:
+    """Time several callables in rotation, so a change in the machine's state (another tenant,
+    frequency, memory traffic) hits all of them alike: each round gives every callable a turn of
+    ``turn`` consecutive calls.  With ``turn`` > 1 the first call of a turn is not counted and a
+    sample is the median of the rest: each callable is then timed in its own steady state (its
+    arrays in the caches), as when it runs alone, rather than right after another library has
+    flushed them.
 
-    Returns ``{name: {"median_s", "best_s", "samples"}}`` (seconds per call).
+    Returns ``{name: {"median_s", "best_s", "samples"}}`` (seconds per call), with every round's
+    sample as ``"all_s"`` if ``keep`` (for per-round ratios).
     """
     sync = sync or (lambda: None)
     for fn in fns.values():
@@ -87,11 +93,15 @@ def interleaved(fns: dict, rounds: int = 20, warmup: int = 1, sync=None) -> dict
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            samples[name].append(time.perf_counter() - t0)
-    return {name: {"median_s": statistics.median(s), "best_s": min(s), "samples": len(s)}
+            times = []
+            for _ in range(turn):
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times.append(time.perf_counter() - t0)
+            samples[name].append(statistics.median(times[1:]) if turn > 1 else times[0])
+    return {name: {"median_s": statistics.median(s), "best_s": min(s), "samples": len(s),
+                   **({"all_s": s} if keep else {})}
             for name, s in samples.items()}
 
 

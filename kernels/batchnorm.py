@@ -30,50 +30,46 @@ finalisation (mean, 1/√(σ²+ε), running statistics: C values) is computed in
 and rounded once to the array dtype; the per-element work (normalisation, dx) is pure array-dtype
 arithmetic in the shared rules.
 
-CPU layout: row chunks, one per Numba thread (``work.shape[0]`` of them, chosen by
-:func:`n_row_chunks`; 1 = serial below ``PARALLEL_MIN`` elements), each walking whole rows so the
-inner loop over features is contiguous and vectorises.  ``work`` (float64, ``(chunks, 2, C)``) and
-``acc`` (the array dtype, ``(chunks, 3, C)``) are scratch arrays supplied by the caller (kernels
+CPU layout: row chunks (``work.shape[0]`` of them, chosen by :func:`n_row_chunks`; 1 = serial below
+``PARALLEL_MIN`` elements), each walking whole rows so the inner loop over features is contiguous and
+vectorises.  Several chunks run on gpunn's helper threads (:func:`gpunn.kernels.threads.run_chunks`),
+two parallel phases per pass (statistics, then normalisation; gradient sums, then dx) with the
+per-feature finalisation between them on the calling thread.  ``work`` (float64, ``(chunks, 2, C)``)
+and ``acc`` (the array dtype, ``(chunks, 3, C)``) are scratch arrays supplied by the caller (kernels
 allocate nothing).
 """
 
 import math
 
-import numba
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit
 
-from . import CPU_OPTIONS, RULE_OPTIONS
+from . import RULE_OPTIONS
+from .threads import run_chunks
 
-SERIAL_OPTIONS = dict(error_model="numpy", cache=True)
+SERIAL_OPTIONS = dict(error_model="numpy", cache=True, nogil=True)
 
 BLOCK = 32
 """Rows per block of the CPU statistics passes (array-dtype sums inside, float64 across)."""
 
-PARALLEL_MIN = 1 << 18
-"""Below this many elements (N·C) a CPU kernel runs on the calling thread.  Measured on 2 cores,
-forward + backward: 128×1024 serial 171 µs vs parallel 165 µs with spinning OpenMP threads, but
-153 vs 369 µs with ``OMP_WAIT_POLICY=passive`` (each parallel region then pays a ~150 µs wake-up);
-256×1024: 249 vs 180 µs (spinning), 275 vs 380 µs (passive).  Typical MLP batches stay serial."""
-
-
-def _threading_layer() -> str:
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel region has run yet: the configured one
-        return str(numba.config.THREADING_LAYER)
+PARALLEL_MIN = 1 << 20
+"""Below this many elements (N·C) the CPU kernels run on the calling thread alone: each of the four
+hand-offs to a helper thread in a forward + backward costs ~100 µs on the 2-core development VM
+(thread wake-ups).  Forward + backward there, serial vs 2 chunks, medians: 512×1024 0.43 vs 0.62 ms,
+1024×1024 0.88 vs 0.79 ms, 2048×1024 2.3 vs 1.5 ms, 4096×1024 5.6 vs 3.3 ms."""
 
 
 def n_row_chunks(n_rows: int, n_cols: int) -> int:
-    """How many row chunks the CPU kernels split an ``(n_rows, n_cols)`` batch into.
-
-    1 (serial) below ``PARALLEL_MIN`` elements, and always under Numba's ``workqueue`` threading
-    layer: there the two-region kernels measured slower in parallel than serially at every size on
-    2 cores (forward + backward, medians of 40 interleaved calls: 512×1024 serial 0.43-0.50 ms vs
-    parallel 1.2 ms; 4096×1024 4.8-5.5 ms vs 6.2-8.0 ms), while under ``omp`` the parallel path
-    is 1.5× faster (4096×1024: 4.9-6.0 ms serial vs 3.7-4.0 ms parallel)."""
-    if n_rows * n_cols < PARALLEL_MIN or n_rows < 2 or _threading_layer() == "workqueue":
+    """How many row chunks (threads) the CPU kernels split an ``(n_rows, n_cols)`` batch into: 1 below
+    ``PARALLEL_MIN`` elements, else Numba's thread count (``numba.set_num_threads``), at most one
+    chunk per 2 rows."""
+    if n_rows * n_cols < PARALLEL_MIN or n_rows < 2:
         return 1
     return max(1, min(get_num_threads(), n_rows // 2))
+
+
+def _spans(n_rows: int, chunks: int):
+    """The row ranges ``[lo, hi)`` of the chunks (the same split ``_finalize_stats`` assumes)."""
+    return [(j * n_rows // chunks, (j + 1) * n_rows // chunks) for j in range(chunks)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,12 +151,13 @@ def _stats_rows(x, lo, hi, mean, m2, bm, bq, sh):
 
 
 @njit(**SERIAL_OPTIONS)
-def _normalize_rows(x, lo, hi, mean, invstd, gamma, beta, y):
+def _affine_rows(x, lo, hi, center, scale, beta, y):
+    """y = (x − center)·scale + β over rows [lo, hi): the normalisation in both modes."""
     C = x.shape[1]
     for n in range(lo, hi):
         row, out = x[n], y[n]
         for c in range(C):
-            out[c] = normalize(row[c], mean[c], gamma[c] * invstd[c], beta[c])
+            out[c] = normalize(row[c], center[c], scale[c], beta[c])
 
 
 @njit(**SERIAL_OPTIONS)
@@ -187,41 +184,21 @@ def _grad_sums_rows(dy, x, lo, hi, mean, invstd, sb, sg, bb, bg):
 
 
 @njit(**SERIAL_OPTIONS)
-def _dx_rows(dy, x, lo, hi, mean, invstd, gamma, dgamma, dbeta, inv_n, dx):
+def _dx_rows(dy, x, lo, hi, mean, invstd, k, mb, mg, dx):
+    """dx over rows [lo, hi), with the per-feature k = γ·s, mb = dβ/N, mg = dγ/N precomputed."""
     C = x.shape[1]
     for n in range(lo, hi):
         row, g, out = x[n], dy[n], dx[n]
         for c in range(C):
-            out[c] = dx_rule(g[c], xhat(row[c], mean[c], invstd[c]), gamma[c] * invstd[c],
-                             dbeta[c] * inv_n, dgamma[c] * inv_n)
+            out[c] = dx_rule(g[c], xhat(row[c], mean[c], invstd[c]), k[c], mb[c], mg[c])
 
 
 @njit(**SERIAL_OPTIONS)
-def _eval_rows(x, lo, hi, rmean, scale, beta, y):
-    C = x.shape[1]
-    for n in range(lo, hi):
-        row, out = x[n], y[n]
-        for c in range(C):
-            out[c] = normalize(row[c], rmean[c], scale[c], beta[c])
-
-
-# --------------------------------------------------------------------------------------------
-# CPU kernels
-# --------------------------------------------------------------------------------------------
-@njit(**CPU_OPTIONS)
-def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
-    """Training forward: batch statistics into ``mean``/``invstd`` (saved for backward), running
-    statistics updated in place, ``y`` written.  Needs N ≥ 2."""
-    N, C = x.shape
-    k = work.shape[0]
-    if k == 1:
-        _stats_rows(x, 0, N, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1], acc[0, 2])
-    else:
-        for j in prange(k):
-            _stats_rows(x, j * N // k, (j + 1) * N // k, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1],
-                            acc[j, 2])
+def _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, scale, eps, mom, omm):
+    """Merge the chunks' (mean, M2) with Chan et al.'s formula; write μ, s = 1/√(σ² + ε), the running
+    statistics and ``scale`` = γ·s (array dtype) for the normalisation."""
+    k, C = work.shape[0], work.shape[2]
     for c in range(C):
-        # Chan et al.: merge (count, mean, M2) of the row chunks
         na = N // k
         ma = work[0, 0, c]
         qa = work[0, 1, c]
@@ -232,52 +209,84 @@ def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, e
             ma += d * nb / nab
             qa += work[j, 1, c] + d * d * na * nb / nab
             na = nab
-        var = qa / N
         mean[c] = ma
-        invstd[c] = 1.0 / math.sqrt(var + eps)
+        invstd[c] = 1.0 / math.sqrt(qa / N + eps)
         rmean[c] = running(rmean[c], mean[c], mom, omm)
         rvar[c] = running(rvar[c], qa / (N - 1), mom, omm)
-    if k == 1:
-        _normalize_rows(x, 0, N, mean, invstd, gamma, beta, y)
-    else:
-        for j in prange(k):
-            _normalize_rows(x, j * N // k, (j + 1) * N // k, mean, invstd, gamma, beta, y)
+        scale[c] = gamma[c] * invstd[c]
 
 
-@njit(**CPU_OPTIONS)
-def backward_cpu(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
-    """Backward of the training forward: dγ, dβ written (into the gradient buffer views), dx written."""
-    N, C = x.shape
-    k = work.shape[0]
-    if k == 1:
-        _grad_sums_rows(dy, x, 0, N, mean, invstd, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1])
-    else:
-        for j in prange(k):
-            _grad_sums_rows(dy, x, j * N // k, (j + 1) * N // k, mean, invstd, work[j, 0], work[j, 1],
-                            acc[j, 0], acc[j, 1])
+@njit(**SERIAL_OPTIONS)
+def _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, k, mb, mg):
+    """dβ, dγ from the chunks' float64 sums; the per-feature factors of dx (array dtype)."""
+    C = work.shape[2]
     for c in range(C):
         sb = work[0, 0, c]
         sg = work[0, 1, c]
-        for j in range(1, k):
+        for j in range(1, work.shape[0]):
             sb += work[j, 0, c]
             sg += work[j, 1, c]
         dbeta[c] = sb
         dgamma[c] = sg
+        k[c] = gamma[c] * invstd[c]
+        mb[c] = dbeta[c] * inv_n
+        mg[c] = dgamma[c] * inv_n
+
+
+@njit(**SERIAL_OPTIONS)
+def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
+    N = x.shape[0]
+    _stats_rows(x, 0, N, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1], acc[0, 2])
+    _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm)
+    _affine_rows(x, 0, N, mean, acc[0, 0], beta, y)
+
+
+@njit(**SERIAL_OPTIONS)
+def _backward_serial(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
+    N = x.shape[0]
+    _grad_sums_rows(dy, x, 0, N, mean, invstd, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1])
+    _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, acc[0, 0], acc[0, 1], acc[0, 2])
+    _dx_rows(dy, x, 0, N, mean, invstd, acc[0, 0], acc[0, 1], acc[0, 2], dx)
+
+
+@njit(**SERIAL_OPTIONS)
+def _eval_scale(gamma, rvar, scale, eps, one):
+    for c in range(gamma.shape[0]):
+        scale[c] = gamma[c] * inv_std(rvar[c], eps, one)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU kernels: one serial Numba call per pass, or row chunks on the helper threads
+# --------------------------------------------------------------------------------------------
+def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
+    """Training forward: batch statistics into ``mean``/``invstd`` (saved for backward), running
+    statistics updated in place, ``y`` written.  Needs N ≥ 2."""
+    k = work.shape[0]
     if k == 1:
-        _dx_rows(dy, x, 0, N, mean, invstd, gamma, dgamma, dbeta, inv_n, dx)
-    else:
-        for j in prange(k):
-            _dx_rows(dy, x, j * N // k, (j + 1) * N // k, mean, invstd, gamma, dgamma, dbeta, inv_n, dx)
+        _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm)
+        return
+    spans = _spans(x.shape[0], k)
+    run_chunks(_stats_rows, [(x, lo, hi, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1], acc[j, 2])
+                             for j, (lo, hi) in enumerate(spans)])
+    _finalize_stats(x.shape[0], work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm)
+    run_chunks(_affine_rows, [(x, lo, hi, mean, acc[0, 0], beta, y) for lo, hi in spans])
 
 
-@njit(**CPU_OPTIONS)
+def backward_cpu(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
+    """Backward of the training forward: dγ, dβ written (into the gradient buffer views), dx written."""
+    k = work.shape[0]
+    if k == 1:
+        _backward_serial(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n)
+        return
+    spans = _spans(x.shape[0], k)
+    run_chunks(_grad_sums_rows, [(dy, x, lo, hi, mean, invstd, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1])
+                                 for j, (lo, hi) in enumerate(spans)])
+    _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, acc[0, 0], acc[0, 1], acc[0, 2])
+    run_chunks(_dx_rows, [(dy, x, lo, hi, mean, invstd, acc[0, 0], acc[0, 1], acc[0, 2], dx)
+                          for lo, hi in spans])
+
+
 def forward_eval_cpu(x, gamma, beta, rmean, rvar, scale, y, eps, one, chunks):
     """Evaluation forward with the running statistics; ``scale`` (C,) is scratch of the array dtype."""
-    N, C = x.shape
-    for c in range(C):
-        scale[c] = gamma[c] * inv_std(rvar[c], eps, one)
-    if chunks == 1:
-        _eval_rows(x, 0, N, rmean, scale, beta, y)
-    else:
-        for j in prange(chunks):
-            _eval_rows(x, j * N // chunks, (j + 1) * N // chunks, rmean, scale, beta, y)
+    _eval_scale(gamma, rvar, scale, eps, one)
+    run_chunks(_affine_rows, [(x, lo, hi, rmean, scale, beta, y) for lo, hi in _spans(x.shape[0], chunks)])

@@ -18,7 +18,7 @@ from gpunn.gradcheck import numerical_gradient, relative_error
 
 # (N, C): on the CPU a parallel-path case too (N·C ≥ kernels.batchnorm.PARALLEL_MIN); in the simulator
 # partial feature tiles and row counts that are not multiples of the row lanes, a few hundred elements
-SHAPES = {"cpu": [(2, 3), (7, 13), (601, 450)], "cuda": [(2, 3), (13, 11)]}
+SHAPES = {"cpu": [(2, 3), (7, 13), (1201, 900)], "cuda": [(2, 3), (13, 11)]}
 
 
 def test_shapes_cover_the_parallel_cpu_path():
