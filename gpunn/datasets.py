@@ -663,19 +663,32 @@ def _load(
     return DatasetSplits(train, test, val, name=name, class_names=info["classes"])
 
 
-def load_mnist(
-    path: str | os.PathLike | None = None,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    flatten: bool = True,
-    one_hot: bool = False,
-    validation: int | float = 0,
-    seed: int | None = 0,
-    download: bool = True,
-    dtype: str = "float32",
-    progress_bar: bool | None = None,
-) -> DatasetSplits:
-    """Load MNIST (60,000 training and 10,000 test handwritten digits, 28x28, classes 0-9).
+def _loader(name: str, public_name: str, doc: str):
+    """The public loader of dataset ``name``: one signature for MNIST and its drop-in twins."""
+
+    def load(
+        path: str | os.PathLike | None = None,
+        *,
+        data_dir: str | os.PathLike | None = None,
+        flatten: bool = True,
+        one_hot: bool = False,
+        validation: int | float = 0,
+        seed: int | None = 0,
+        download: bool = True,
+        dtype: str = "float32",
+        progress_bar: bool | None = None,
+    ) -> DatasetSplits:
+        return _load(name, path, data_dir=data_dir, flatten=flatten, one_hot=one_hot,
+                     validation=validation, seed=seed, download=download, dtype=dtype,
+                     progress_bar=progress_bar)
+
+    load.__name__ = load.__qualname__ = public_name
+    load.__doc__ = doc
+    return load
+
+
+load_mnist = _loader("mnist", "load_mnist", """\
+Load MNIST (60,000 training and 10,000 test handwritten digits, 28x28, classes 0-9).
 
     ``(x_train, t_train), (x_test, t_test) = load_mnist()``, or with ``validation=N`` (or a
     fraction) ``(x_train, t_train), (x_val, t_val), (x_test, t_test)``.  See the module docstring
@@ -683,51 +696,15 @@ def load_mnist(
     ``path``.  Raises :class:`DatasetNotFoundError` when the files cannot be found or downloaded
     (if only the t10k files exist, use :func:`load_mnist_test_split`), :class:`IDXFormatError` for
     a corrupt file.
-    """
-    return _load(
-        "mnist",
-        path,
-        data_dir=data_dir,
-        flatten=flatten,
-        one_hot=one_hot,
-        validation=validation,
-        seed=seed,
-        download=download,
-        dtype=dtype,
-        progress_bar=progress_bar,
-    )
+    """)
 
-
-def load_fashion_mnist(
-    path: str | os.PathLike | None = None,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    flatten: bool = True,
-    one_hot: bool = False,
-    validation: int | float = 0,
-    seed: int | None = 0,
-    download: bool = True,
-    dtype: str = "float32",
-    progress_bar: bool | None = None,
-) -> DatasetSplits:
-    """Load Fashion-MNIST (60,000 + 10,000 28x28 images of clothing, 10 classes, see
+load_fashion_mnist = _loader("fashion-mnist", "load_fashion_mnist", """\
+Load Fashion-MNIST (60,000 + 10,000 28x28 images of clothing, 10 classes, see
     :data:`FASHION_MNIST_CLASSES`); same interface and conventions as :func:`load_mnist`.
 
     On Debian/Ubuntu ``apt-get install -y dataset-fashion-mnist`` provides the files in
     ``/usr/share/datasets/fashion-mnist``, which is searched automatically.
-    """
-    return _load(
-        "fashion-mnist",
-        path,
-        data_dir=data_dir,
-        flatten=flatten,
-        one_hot=one_hot,
-        validation=validation,
-        seed=seed,
-        download=download,
-        dtype=dtype,
-        progress_bar=progress_bar,
-    )
+    """)
 
 
 def load_mnist_test_split(
