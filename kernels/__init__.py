@@ -5,6 +5,8 @@ Layout, per topic ``T``:
 * ``T.py`` -- scalar rules as ``@njit`` functions (no signature, scalar in / scalar out) and the CPU
   kernels: module-level ``@njit(parallel=True, error_model="numpy", cache=True)`` loops calling
   them.  Named ``<rule>_cpu``.
+  BatchNorm's CPU passes are ``nogil`` serial loops instead, run in row chunks on gpunn's own
+  helper threads (``threads.py``) for large batches.
 * ``T_cuda.py`` -- the CUDA kernels calling *the same* scalar rules (numba-cuda compiles a CPU
   ``@njit`` dispatcher called from a ``@cuda.jit`` kernel as a device function), grid-stride loops
   named ``<rule>``.  Imported lazily: only a CUDA device (real or simulated) loads numba.cuda.
