@@ -17,14 +17,12 @@ summary; saves ``--out``/batchnorm_compare.png (solid: BatchNorm, dashed: withou
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from _common import add_common_args, load_or_exit, mnist_t10k_split, parser, pyplot, save_figure
 
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_mnist_test_split
 
 SCALES = np.logspace(0, -4, num=16)
 
@@ -43,22 +41,15 @@ def train_accuracy(x, t, scale, batchnorm, device="cpu", epochs=20, lr=0.01, see
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST t10k IDX files")
+    ap = parser(__doc__, "directory with the MNIST t10k IDX files")
     ap.add_argument("--n-train", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--scales", type=int, nargs="+", default=list(range(16)),
                     help="indices (0-15) of the weight scales to run (default: all 16)")
     ap.add_argument("--bn-eps", type=float, default=1e-5, help="BatchNorm's ε (default 1e-5; Saito: 1e-6)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNG")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-    try:
-        (xtr, ttr), _ = load_mnist_test_split(args.data_dir, n_train=8000, seed=0, download=False)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    (xtr, ttr), _ = load_or_exit(mnist_t10k_split, args.data_dir)
     x, t = xtr[:args.n_train], ttr[:args.n_train]
     print(f"device {gpunn.device(args.device).name}: 784-100x5-10 ReLU on {len(x)} digits, SGD lr 0.01, "
           f"batch 100, {args.epochs} epochs, BatchNorm eps {args.bn_eps:g}; training accuracy at the end")
@@ -78,12 +69,7 @@ def main(argv=None) -> dict:
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     n = len(results)
     cols = 4
     rows = -(-n // cols)
@@ -97,10 +83,7 @@ def plot(results, path):
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.supxlabel("epochs")
     fig.supylabel("training accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 if __name__ == "__main__":

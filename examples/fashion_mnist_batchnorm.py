@@ -14,13 +14,13 @@ time, and saves the learning curves to ``--out``/fashion_mnist_batchnorm.png.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
+from _common import add_common_args, load_or_exit, parser, plot_learning_curves
+
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_fashion_mnist
+from gpunn.datasets import load_fashion_mnist
 
 
 def build(device, seed=0, hidden=(512, 256), dropout=0.2):
@@ -29,10 +29,8 @@ def build(device, seed=0, hidden=(512, 256), dropout=0.2):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the Fashion-MNIST IDX files (default: "
-                    "searched: $GPUNN_DATA, /usr/share/datasets/fashion-mnist, ~/.cache/gpunn)")
+    ap = parser(__doc__, "directory with the Fashion-MNIST IDX files (default: searched: $GPUNN_DATA, "
+                "/usr/share/datasets/fashion-mnist, ~/.cache/gpunn)")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate")
@@ -41,16 +39,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--validation", type=int, default=0, help="images of the training set held out for "
                     "the per-epoch validation curve (default 0)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images only")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNG")
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap, progress=True)
     args = ap.parse_args(argv)
 
-    try:
-        data = load_fashion_mnist(args.data_dir, validation=args.validation, seed=args.seed, download=False)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    data = load_or_exit(load_fashion_mnist, args.data_dir, validation=args.validation, seed=args.seed,
+                        download=False)
     if args.validation:
         (xtr, ttr), (xva, tva), (xte, tte) = data
         val = (xva, tva)
@@ -87,31 +80,12 @@ def main(argv=None) -> dict:
 
 
 def plot(history, path, test_acc):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    epochs = range(1, len(history["acc"]) + 1)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(epochs, history["loss"], label="train")
-    if history["val_loss"]:
-        a.plot(epochs, history["val_loss"], label="validation")
-    a.set(xlabel="epoch", ylabel="loss", title="loss")
-    a.legend()
-    b.plot(epochs, history["acc"], label="train")
-    if history["val_acc"]:
-        b.plot(epochs, history["val_acc"], label="validation")
-    b.axhline(test_acc, color="k", ls=":", label=f"test (end) {test_acc:.4f}")
-    b.axhline(0.883, color="r", ls="--", lw=0.8, label="MLP baseline 0.883")
-    b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    b.legend()
-    fig.suptitle("Fashion-MNIST, 784-512-256-10 MLP with BatchNorm and Dropout")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    """The learning curves (validation ones with ``--validation``), the final test accuracy and the
+    published baseline."""
+    lines = [dict(y=test_acc, color="k", ls=":", label=f"test (end) {test_acc:.4f}"),
+             dict(y=0.883, color="r", ls="--", lw=0.8, label="MLP baseline 0.883")]
+    return plot_learning_curves(history, path, "Fashion-MNIST, 784-512-256-10 MLP with BatchNorm and Dropout",
+                                acc_lines=lines)
 
 
 if __name__ == "__main__":

@@ -17,24 +17,20 @@ finds good learning rates around 10⁻³–10⁻²; weight decay matters much le
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from _common import (
+    MNIST_DIR_HELP,
+    add_common_args,
+    load_or_exit,
+    mnist_training_digits,
+    parser,
+    pyplot,
+    save_figure,
+)
 
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_split
-
-
-def load_training_only(data_dir):
-    """Only the training part: MNIST's 60,000 when present, else the 8,000-digit training part of
-    the seeded t10k split (its 2,000 test digits are discarded unseen)."""
-    try:
-        train, _ = load_mnist(data_dir, download=False)
-    except DatasetNotFoundError:
-        train, _ = load_mnist_test_split(data_dir, n_train=8000, seed=0, download=False)
-    return train
 
 
 def split_validation(x, t, fraction=0.2, seed=0):
@@ -70,21 +66,14 @@ def search(train, val, trials=100, device="cpu", epochs=50, seed=0):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
+    ap = parser(__doc__, MNIST_DIR_HELP)
     ap.add_argument("--n-train", type=int, default=500, help="training digits used (before the split)")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--best", type=int, default=20, help="how many of the best trials to list and plot")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNGs")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap, "directory for the PNGs")
     args = ap.parse_args(argv)
-    try:
-        x, t = load_training_only(args.data_dir)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    x, t = load_or_exit(mnist_training_digits, args.data_dir)
     train, val = split_validation(x[:args.n_train], t[:args.n_train], 0.2, args.seed)
     print(f"device {gpunn.device(args.device).name}: {len(train[0])} training / {len(val[0])} validation "
           f"digits (no test data loaded), {args.trials} trials of {args.epochs} epochs")
@@ -101,12 +90,7 @@ def main(argv=None) -> dict:
 
 
 def plot(ranked, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     cols = 5
     rows = max(1, -(-len(ranked) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(13, 2.3 * rows), squeeze=False)
@@ -120,19 +104,11 @@ def plot(ranked, path):
     for ax in axes.ravel()[len(ranked):]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def scatter(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     lr = np.array([r[0] for r in results])
     wd = np.array([r[1] for r in results])
     acc = np.array([r[2]["val"][-1] for r in results])
@@ -141,10 +117,7 @@ def scatter(results, path):
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay λ",
            title="final validation accuracy per trial")
     fig.colorbar(sc, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -15,24 +15,22 @@ runs as a single process.  Needs ``pip install "gpunn[dist]"`` (mpi4py and MPICH
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mnist_mlp import build, load  # noqa: E402  (the same network and data as the one-process example)
+from _common import MNIST_DIR_HELP, load_mnist_or_split, load_or_exit, parser  # noqa: E402
+from mnist_mlp import build  # noqa: E402  (the same network as the one-process example)
 
 import gpunn  # noqa: E402
 from gpunn import distributed as dist  # noqa: E402
-from gpunn.datasets import DatasetNotFoundError  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", help="cpu, or cuda (each rank: cuda:<local rank>)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
+    ap = parser(__doc__, MNIST_DIR_HELP, device_default="cpu",
+                device_help="cpu, or cuda (each rank: cuda:<local rank>)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=64, help="the global batch, split over the ranks")
     ap.add_argument("--lr", type=float, default=0.5, help="SGD learning rate")
@@ -46,10 +44,8 @@ def main(argv=None) -> dict:
 
     ctx = dist.init(timeout=args.timeout)
     say = print if ctx.is_main else (lambda *a, **k: None)
-    try:
-        (xtr, ttr), (xte, tte), what = load(args.data_dir)   # every rank loads the same data
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    # every rank loads the same data, mnist_mlp.py's
+    (xtr, ttr), (xte, tte), what = load_or_exit(load_mnist_or_split, args.data_dir)
     if args.limit:
         xtr, ttr = xtr[:args.limit], ttr[:args.limit]
     net = build(dist.local_device(args.device), args.seed)

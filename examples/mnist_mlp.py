@@ -12,23 +12,19 @@ saves the learning curves as a PNG.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
+from _common import (
+    MNIST_DIR_HELP,
+    add_common_args,
+    load_mnist_or_split,
+    load_or_exit,
+    parser,
+    plot_learning_curves,
+)
+
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_split
-
-
-def load(data_dir):
-    """(x_train, t_train), (x_test, t_test), description."""
-    try:
-        (xtr, ttr), (xte, tte) = load_mnist(data_dir, download=False)
-        return (xtr, ttr), (xte, tte), "MNIST 60,000 train / 10,000 test"
-    except DatasetNotFoundError:
-        (xtr, ttr), (xte, tte) = load_mnist_test_split(data_dir, n_train=8000, seed=0, download=False)
-        return (xtr, ttr), (xte, tte), "the 10,000 MNIST t10k digits split 8,000 train / 2,000 test"
 
 
 def build(device, seed=0):
@@ -38,24 +34,16 @@ def build(device, seed=0):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files "
-                    "(default: $GPUNN_DATA, then ~/.cache/gpunn/mnist)")
+    ap = parser(__doc__, MNIST_DIR_HELP + " (default: $GPUNN_DATA, then ~/.cache/gpunn/mnist)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.5, help="SGD learning rate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="train on the first N samples only")
-    ap.add_argument("--out", default="out", help="directory for the learning-curve PNG")
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap, "directory for the learning-curve PNG", seed=False, progress=True)
     args = ap.parse_args(argv)
 
-    try:
-        (xtr, ttr), (xte, tte), what = load(args.data_dir)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    (xtr, ttr), (xte, tte), what = load_or_exit(load_mnist_or_split, args.data_dir)
     if args.limit:
         xtr, ttr = xtr[:args.limit], ttr[:args.limit]
     net = build(args.device, args.seed)
@@ -75,28 +63,9 @@ def main(argv=None) -> dict:
 
 
 def plot(history, path, device_name):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, history["loss"], label="train")
-    ax1.plot(epochs, history["val_loss"], label="test")
-    ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax2.plot(epochs, history["acc"], label="train")
-    ax2.plot(epochs, history["val_acc"], label="test")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"784-64-16-10 MLP, SGD, device {device_name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    """The learning curves, train and test (the held-out digits), loss and accuracy."""
+    return plot_learning_curves(history, path, f"784-64-16-10 MLP, SGD, device {device_name}",
+                                val_label="test", loss_label="cross-entropy loss", grid=True)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,12 @@ import argparse
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from _common import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import gpunn  # noqa: E402
-from gpunn import optim  # noqa: E402
-from gpunn.datasets import load_mnist_test_split  # noqa: E402
+import gpunn
+from gpunn import optim
+from gpunn.datasets import load_mnist_test_split
 
 RULES = {
     "SGD": lambda: optim.SGD(lr=0.01),
@@ -106,8 +103,7 @@ def main(argv=None) -> dict:
     print("test acc  " + "".join(f"{accuracy[name]:10.4f}" for name in rules))
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = pyplot().subplots(figsize=(9, 5.5))
     for name in rules:
         ax.plot(smoothed[name], label=f"{name} (test acc {accuracy[name]:.3f})", linewidth=1.2)
     ax.set_xlabel("iterations")
@@ -115,9 +111,7 @@ def main(argv=None) -> dict:
     ax.set_ylim(0, 1.0 if args.iters >= 1000 else 2.5)
     ax.set_title(f"MNIST, 784-100x4-10 ReLU, batch {args.batch_size}: update rules compared ({dev.name})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "optimizer_compare.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "optimizer_compare.png", dpi=110)
     print(f"\nwrote {out / 'optimizer_compare.png'}")
     return {"losses": losses, "accuracy": accuracy, "seconds": seconds}
 

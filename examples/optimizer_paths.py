@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from _common import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import gpunn  # noqa: E402
-from gpunn import optim  # noqa: E402
+import gpunn
+from gpunn import optim
 
 START = (-7.0, 2.0)
 
@@ -93,7 +90,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     dev = gpunn.device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     print(f"device: {dev}")
 
     paths = {}
@@ -104,9 +101,7 @@ def main(argv=None) -> dict:
         title = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         contour(ax, bowl, paths[cls.__name__], f"{cls.__name__}({title})")
     fig.suptitle(f"z = x²/10 + y² from {START}, {args.steps} steps (ai-edu 15.4)")
-    fig.tight_layout()
-    fig.savefig(out / "paths_bowl.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "paths_bowl.png", dpi=110)
 
     print(f"\nz = x²/10 + y² from {START}, {args.steps} steps")
     print(f"{'optimizer':10s} {'x':>10s} {'y':>10s} {'z':>11s}   first steps (x, y)")
@@ -118,9 +113,7 @@ def main(argv=None) -> dict:
     zigzag = run_path(dev, optim.SGD, dict(lr=0.95), elongated, args.zigzag_steps)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     contour(ax, elongated, zigzag, f"SGD (η = 0.95) on f = x²/20 + y² from {START}: the zig-zag")
-    fig.tight_layout()
-    fig.savefig(out / "sgd_zigzag.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "sgd_zigzag.png", dpi=110)
     print(f"\nSGD (η = 0.95) on f = x²/20 + y² from {START}: y flips sign every step (the zig-zag), "
           "x crawls (x ← 0.905 x)")
     for i in range(0, len(zigzag), 5):

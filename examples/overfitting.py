@@ -17,25 +17,25 @@ and the final gaps; saves ``--out``/overfitting.png.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+from _common import (
+    MNIST_DIR_HELP,
+    add_common_args,
+    load_mnist_or_split,
+    load_or_exit,
+    parser,
+    pyplot,
+    save_figure,
+)
+
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_split
 
 CONFIGS = {  # name: MLP options
     "no regularisation": {},
     "weight decay λ=0.1": {"weight_decay": 0.1},
     "dropout p=0.2": {"dropout": 0.2},
 }
-
-
-def load(data_dir):
-    try:
-        return load_mnist(data_dir, download=False)
-    except DatasetNotFoundError:
-        return load_mnist_test_split(data_dir, n_train=8000, seed=0, download=False)
 
 
 def run(xtr, ttr, xte, tte, options, device="cpu", epochs=200, lr=0.01, seed=0):
@@ -48,19 +48,12 @@ def run(xtr, ttr, xte, tte, options, device="cpu", epochs=200, lr=0.01, seed=0):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
+    ap = parser(__doc__, MNIST_DIR_HELP)
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNG")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-    try:
-        (xtr, ttr), (xte, tte) = load(args.data_dir)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    (xtr, ttr), (xte, tte), _ = load_or_exit(load_mnist_or_split, args.data_dir)
     xtr, ttr = xtr[:args.n_train], ttr[:args.n_train]
     print(f"device {gpunn.device(args.device).name}: 784-100x6-10 ReLU, {len(xtr)} training digits, "
           f"{len(xte):,} test digits, SGD lr 0.01, batch 100, {args.epochs} epochs")
@@ -79,12 +72,7 @@ def main(argv=None) -> dict:
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(14, 4), sharey=True)
     for ax, (name, r) in zip(axes, results.items(), strict=True):
         ax.plot(range(1, len(r["train"]) + 1), r["train"], label="train")
@@ -93,10 +81,7 @@ def plot(results, path):
         ax.set(title=f"{name} (final gap {gap:.3f})", xlabel="epochs", ylim=(0, 1.0))
         ax.legend(loc="lower right")
     axes[0].set_ylabel("accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

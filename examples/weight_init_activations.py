@@ -17,10 +17,10 @@ Saves ``--out``/weight_init_activations.png.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from _common import add_common_args, parser, pyplot, save_figure
 
 import gpunn
 from gpunn.init import get_initializer
@@ -74,11 +74,7 @@ def run(device="cpu", seed=0) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNG")
-    ap.add_argument("--no-plot", action="store_true")
+    ap = add_common_args(parser(__doc__))
     args = ap.parse_args(argv)
 
     results = run(args.device, args.seed)
@@ -97,12 +93,7 @@ def main(argv=None) -> dict:
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     rows = len(results)
     fig, axes = plt.subplots(rows, 5, figsize=(13, 2.0 * rows))
     for r, (label, (act, acts)) in enumerate(results.items()):
@@ -122,10 +113,7 @@ def plot(results, path):
             if i == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle("Activation histograms, 5 layers of 100 units (ReLU rows: positive part only)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 if __name__ == "__main__":

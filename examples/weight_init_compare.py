@@ -13,25 +13,15 @@ Trains on MNIST's 60,000 training digits when present in ``--data-dir``, else on
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from _common import MNIST_DIR_HELP, add_common_args, load_or_exit, parser, pyplot, save_figure
+from _common import mnist_training_digits as load_train  # MNIST's training digits (the tests use it)
 
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_split
 
 INITS = {"std=0.01": 0.01, "Xavier": "lecun_normal", "He": "he_normal"}
-
-
-def load_train(data_dir):
-    """MNIST training digits: the 60,000 when present, else 8,000 of the t10k file."""
-    try:
-        (x, t), _ = load_mnist(data_dir, download=False)
-    except DatasetNotFoundError:
-        (x, t), _ = load_mnist_test_split(data_dir, n_train=8000, seed=0, download=False)
-    return x, t
 
 
 def train_losses(x, t, init, device="cpu", iterations=2000, batch_size=128, lr=0.01, seed=0):
@@ -51,18 +41,11 @@ def train_losses(x, t, init, device="cpu", iterations=2000, batch_size=128, lr=0
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
+    ap = parser(__doc__, MNIST_DIR_HELP)
     ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNG")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-    try:
-        x, t = load_train(args.data_dir)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    x, t = load_or_exit(load_train, args.data_dir)
     print(f"device {gpunn.device(args.device).name}: 784-100-100-100-100-10 ReLU, SGD lr 0.01, batch 128, "
           f"{len(x):,} training digits")
     curves = {name: train_losses(x, t, init, args.device, args.iterations, seed=args.seed)
@@ -81,22 +64,14 @@ def smooth(v, k=20):
 
 
 def plot(curves, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, c in curves.items():
         ax.plot(smooth(c), label=name)
     ax.set(xlabel="iterations", ylabel="training loss (moving average of 20)", ylim=(0, 2.5),
            title="MNIST, 5-layer ReLU net: weight initialisation")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,12 @@ difference between any two hidden units and the test accuracy.  Saves ``--out``/
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from _common import add_common_args, load_or_exit, mnist_t10k_split, parser, pyplot, save_figure
 
 import gpunn
-from gpunn.datasets import DatasetNotFoundError, load_mnist_test_split
 
 
 def train(x, t, init, device="cpu", hidden=10, epochs=3, lr=0.5, seed=0):
@@ -43,19 +41,12 @@ def hidden_units(net, x) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    ap.add_argument("--data-dir", default=None, help="directory with the MNIST t10k IDX files")
+    ap = parser(__doc__, "directory with the MNIST t10k IDX files")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="out", help="directory for the PNG")
-    ap.add_argument("--no-plot", action="store_true")
+    add_common_args(ap)
     args = ap.parse_args(argv)
-    try:
-        (xtr, ttr), (xte, tte) = load_mnist_test_split(args.data_dir, n_train=8000, seed=0, download=False)
-    except DatasetNotFoundError as exc:
-        sys.exit(str(exc))
+    (xtr, ttr), (xte, tte) = load_or_exit(mnist_t10k_split, args.data_dir)
     results = {}
     for name, init in (("zeros", "zeros"), ("Xavier (random)", "xavier_normal")):
         net = train(xtr, ttr, init, args.device, args.hidden, args.epochs, seed=args.seed)
@@ -77,12 +68,7 @@ def main(argv=None) -> dict:
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     units = min(10, next(iter(results.values()))["W1"].shape[1])
     fig, axes = plt.subplots(len(results), units, figsize=(1.3 * units, 1.6 * len(results)), squeeze=False)
     for r, (name, h) in enumerate(results.items()):
@@ -97,10 +83,7 @@ def plot(results, path):
             if r == 0:
                 ax.set_title(f"unit {j + 1}", fontsize=8)
     fig.suptitle("Incoming weights W1[:, j] of each hidden unit (28×28) after training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":
