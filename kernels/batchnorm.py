@@ -235,6 +235,7 @@ def _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, k, mb, mg):
 
 @njit(**SERIAL_OPTIONS)
 def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
+    """The three forward phases in one Numba call (small batches: one dispatch, not three)."""
     N = x.shape[0]
     _stats_rows(x, 0, N, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1], acc[0, 2])
     _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm)
@@ -243,6 +244,7 @@ def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, ac
 
 @njit(**SERIAL_OPTIONS)
 def _backward_serial(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
+    """The three backward phases in one Numba call (small batches: one dispatch, not three)."""
     N = x.shape[0]
     _grad_sums_rows(dy, x, 0, N, mean, invstd, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1])
     _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, acc[0, 0], acc[0, 1], acc[0, 2])

@@ -8,8 +8,9 @@ chunks really run in parallel.
 Why not ``prange``: under Numba's ``workqueue`` threading layer (gpunn's default, see
 ``kernels/__init__.py``) idle workers poll with 1 µs naps, which Linux rounds up to its ~50 µs timer
 slack, so each parallel region pays 80-120 µs to start and finish, and a kernel with two regions
-ran *slower* on 2 threads than on one (BatchNorm 4096×1024 forward + backward, medians: serial
-5.9 ms, ``prange`` 8.8 ms, these threads 5.5 ms; measured on the 2-core development machine).  A
+ran *slower* on 2 threads than on one (BatchNorm 4096×1024 forward + backward, medians on the
+2-core development VM: serial 5.9 ms, ``prange`` 9.1 ms in one run; serial 8.9 ms, ``prange``
+8.0 ms, these threads 5.5 ms in a noisier one).  A
 helper here sleeps on a semaphore (a futex) and wakes when its chunk is posted.
 
 Calls from several Python threads are serialised by a lock; a forked child starts with no helpers.

@@ -326,8 +326,9 @@ def test_variance_is_stable_for_large_offsets(dev):
 
 
 def test_cpu_row_chunks_match_serial():
-    """The CPU kernels' parallel path (row chunks merged with Chan's formula), called directly: the
-    threading layer may keep the layer itself serial (see kernels.batchnorm.n_row_chunks)."""
+    """The CPU kernels' parallel path (row chunks on the helper threads, merged with Chan's
+    formula), called directly with 1, 2 and 3 chunks on a small batch, which the layer itself
+    would run serially (see kernels.batchnorm.n_row_chunks)."""
     from gpunn.kernels import batchnorm as k
 
     rng = np.random.default_rng(14)
