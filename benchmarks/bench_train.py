@@ -20,7 +20,7 @@ A real GPU adds gpunn CUDA rows; without one they read "not measured: no GPU".
 Threads: ``--threads N`` sets every pool (OpenBLAS, OpenMP/torch, MKL, Numba) before NumPy is
 imported; without it each library uses all cores.  Numba's threading layer defaults to
 ``workqueue`` here (gpunn's documented policy; ``--numba-layer omp`` to compare): Numba's OpenMP
-workers spin after each parallel region (gpunn's Adam goes parallel above 65,536 parameters) and
+workers spin after each parallel region (gpunn's optimizers go parallel above 4M parameters) and
 take the cores OpenBLAS's threads need -- 784-100-100-10 steps took 8.6 ms instead of 0.59 ms that
 way on the 2-core dev VM.  OpenMP threads are pinned (``OMP_PROC_BIND=true``, see
 ``_common.bind_threads``).  The load average is printed: other tenants' processes skew 2-thread

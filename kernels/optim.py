@@ -19,11 +19,15 @@ CPU layout (why the loops look the way they do; timings on the 2-core AMD EPYC d
   ``[s, size)`` without.  (Measured: with ``error_model="numpy"`` a per-element ``i < n_decay``
   select still vectorises -- Adam on 51k floats 17.1 µs vs 16.4 µs split -- so this is a small
   gain, not a necessity.)
-* Small buffers (< ``PARALLEL_MIN`` elements) run serially on the calling thread: a ``prange``
-  region costs 2 µs with the pool spinning, ~10-80 µs when its threads have gone to sleep (as they
-  do between the steps of a training loop), and Adam on a whole 784-64-16-10 network (51k
-  parameters) takes ~16 µs serially.  Larger buffers are cut into ``n // CHUNK`` chunks dealt to
-  the threads by one ``prange`` (one parallel region per step).
+* Buffers below ``PARALLEL_MIN`` elements (4M: every model of the textbook and the examples) run
+  serially on the calling thread.  Measured inside a training-like loop (a GEMM between updates, so
+  the pool's threads have gone to sleep as they do between the steps of a training loop), Adam on
+  2 threads: 65k parameters serial 24 µs vs ``prange`` 99 µs; 90k (784-100-100-10) 31 vs 111 µs;
+  262k 85 vs 159 µs; 1.05M 354 vs 429 µs; 1.86M 1030 vs 1162 µs.  A parallel region costs
+  ~80-120 µs to wake the ``workqueue`` workers, and at the large sizes one core already streams
+  at the machine's memory bandwidth (gpunn's own helper threads, ``threads.py``, did no better:
+  1.86M 1562 vs 1498 µs).  Above it, on machines where one core cannot saturate memory, the buffer
+  is cut into ``n // CHUNK`` chunks dealt to the threads by one ``prange`` (one region per step).
 * No ``fastmath``: the large steps are memory-bound (it changes nothing there); on the small
   compute-bound Adam step it saved ~11 % (15.6 → 13.8 µs), not worth letting LLVM reassociate the
   rules and assume no NaN/Inf (an overflowing gradient must propagate, not vanish).  The rules
@@ -39,7 +43,7 @@ from . import CPU_OPTIONS, RULE_OPTIONS
 SERIAL_OPTIONS = dict(error_model="numpy", cache=True)
 """Options of the serial CPU span loops (no ``parallel``: they run inside one thread)."""
 
-PARALLEL_MIN = 1 << 16
+PARALLEL_MIN = 1 << 22
 """Below this many elements a CPU kernel runs on the calling thread (no thread-pool wake-up)."""
 
 CHUNK = 1 << 14

@@ -48,11 +48,11 @@ def gradients(rng, shapes, step, dtype):
     return out
 
 
-def run_pair(dev, name, dtype, flat, steps=STEPS, seed=0):
+def run_pair(dev, name, dtype, flat, steps=STEPS, seed=0, specs=SPECS):
     """Run gpunn's optimizer and the reference side by side; return both parameter dicts (host)."""
     rng = np.random.default_rng(seed)
     kwargs = RULES[name]
-    layout = FlatLayout(SPECS)
+    layout = FlatLayout(specs)
     host = rng.standard_normal(layout.size).astype(dtype)
     host[:3] = 0.0  # zero parameters too
     shapes = {k: layout.shapes[k] for k in layout.names}
@@ -105,6 +105,20 @@ def test_matches_reference_float64_cpu(name):
     for k in expected:
         assert got[k].dtype == np.float64
         assert_close(got[k], expected[k], 1e-12, f"{name} {k}")
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_matches_reference_on_the_parallel_cpu_path(name):
+    """A buffer above ``PARALLEL_MIN``: the CPU kernels cut it into chunks over the threads, and the
+    weight-decay boundary (after W1, W2) falls inside the last chunk."""
+    from gpunn.kernels.optim import PARALLEL_MIN
+
+    rows = PARALLEL_MIN // 1000 + 7
+    specs = [("W1", (rows, 1000), True), ("b1", (1000,), False), ("W2", (1000, 3), True), ("b2", (3,), False)]
+    assert FlatLayout(specs).size > PARALLEL_MIN
+    got, expected = run_pair(gpunn.device("cpu"), name, "float32", flat=True, steps=3, specs=specs)
+    for k in expected:
+        assert_close(got[k], expected[k], 1e-6, f"{name} {k}")
 
 
 def test_float64_on_each_device(dev):
