@@ -4,7 +4,9 @@ For float32 batches of shape (N, C) -- 4096×1024 and 64×64 by default -- in tr
 
 * ``gpunn``: :class:`gpunn.batchnorm.BatchNorm` forward (batch statistics, running-statistics update,
   normalisation: one CPU kernel call) + backward (dγ, dβ, dx: one call); also forward alone,
-  backward alone and the evaluation-mode forward;
+  backward alone and the evaluation-mode forward.  The layer runs as inside :class:`gpunn.MLP`
+  (``inplace``: ``y`` and ``dx`` written into buffers reused from call to call; PyTorch's autograd
+  allocates both each step);
 * ``numpy``: the textbook multi-operation version (``gpunn.batchnorm.batchnorm_forward_reference`` /
   ``batchnorm_backward_reference``, Saito's code: ~20 array operations);
 * ``torch``: ``torch.nn.BatchNorm1d`` forward + ``backward`` (when torch is installed), with as many
@@ -65,6 +67,7 @@ def cpu_calls(n, c) -> tuple[dict, dict]:
     """``{name: callable}`` of gpunn, and of the NumPy reference, for one shape on the CPU."""
     x, dy = _data(n, c)
     bn = BatchNorm("cpu", c)
+    bn.inplace = True  # as inside gpunn.MLP: y and dx go to buffers reused from step to step
     gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
 

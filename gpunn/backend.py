@@ -51,6 +51,19 @@ def host_xp():
     return numpy
 
 
+def empty_aligned(xp, shape, dtype, align: int = 64):
+    """``xp.empty(shape, dtype)`` starting on an ``align``-byte boundary (host arrays: NumPy only
+    promises 16 bytes; CuPy's allocations are already 256-byte aligned).  BatchNorm's streaming
+    stores need 64-byte aligned rows (:mod:`gpunn.kernels.intrinsics`)."""
+    if xp is not numpy:
+        return xp.empty(shape, dtype=dtype)
+    dtype = numpy.dtype(dtype)
+    n = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    raw = numpy.empty(n + align, dtype=numpy.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + n].view(dtype).reshape(shape)
+
+
 def check_seed(seed):
     """``seed`` if it is None, a non-negative int or a NumPy ``SeedSequence``; else
     ``TypeError`` (not an integer) or ``ValueError`` (negative)."""

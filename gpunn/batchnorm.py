@@ -28,13 +28,15 @@ the gradient buffer; the running statistics are the model's *buffers* (``net.buf
 
 The layer keeps a reference to its training input ``x`` (as :class:`~gpunn.layers.Affine` does) and
 recomputes x̂ from it in backward: do not modify ``x`` in place between forward and backward.
+Inside an MLP (``inplace``) it writes ``y`` and ``dx`` into buffers reused from step to step (one
+pair per batch shape, as the MLP's other layers do) instead of two fresh N×C arrays per step.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
-from .backend import Device, host_xp
+from .backend import Device, empty_aligned, host_xp
 from .backend import device as get_device
 from .kernels import batchnorm as _cpu
 from .kernels import cuda_kernel, elementwise_grid, stream
@@ -142,10 +144,17 @@ class BatchNorm(Layer):
         return w
 
     # -- forward / backward ---------------------------------------------------------------------
+    def _out(self, key, like):
+        """A fresh output array, or (``inplace``, set inside an MLP) one reused per batch shape; 64-byte
+        aligned either way (streaming stores, see :mod:`gpunn.kernels.batchnorm`)."""
+        if self.inplace:
+            return self._buf(key, like.shape, like.dtype)
+        return empty_aligned(self.xp, like.shape, like.dtype)
+
     def forward(self, x, train: bool = False):
         x = self._input(x, "x")
         n = x.shape[0]
-        y = self.xp.empty_like(x)
+        y = self._out("y", x)
         s = self._scalar
         if train:
             if n < 2:
@@ -185,7 +194,7 @@ class BatchNorm(Layer):
         if dout.shape != x.shape:
             raise ValueError(f"BatchNorm.backward: dout has shape {tuple(dout.shape)}, the forward input "
                              f"{tuple(x.shape)}")
-        dx = self.xp.empty_like(x)
+        dx = self._out("dx", x)
         args = (dout, x, self.gamma, self.mean, self.invstd, dx, self.dgamma, self.dbeta)
         inv_n = self._scalar(1.0 / x.shape[0])
         if self.dev.is_cuda:

@@ -18,7 +18,7 @@ gradient kernel) and the first Affine skips ∂L/∂x (``need_dx = False``: neve
 
 from __future__ import annotations
 
-from .backend import Device
+from .backend import Device, empty_aligned
 from .kernels import activations as _cpu
 from .kernels import cuda_kernel, elementwise_grid, stream
 
@@ -42,7 +42,7 @@ class Layer:
         if a is None:
             if len(self._bufs) > 16:  # many batch sizes: forget the old ones
                 self._bufs.clear()
-            a = self._bufs[k] = self.xp.empty(shape, dtype=dtype)
+            a = self._bufs[k] = empty_aligned(self.xp, shape, dtype)
         return a
 
     def forward(self, x, train: bool = False):

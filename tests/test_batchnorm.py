@@ -347,3 +347,37 @@ def test_cpu_row_chunks_match_serial():
     for other in out[1:]:
         for a, b in zip(other, out[0], strict=True):
             _close(a, b, rtol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streaming_stores_write_the_same_bits(dtype):
+    """Outputs of at least STREAM_MIN_BYTES in a 64-byte aligned buffer are written with streaming
+    (non-temporal) stores (kernels/intrinsics.py): the same bits as ordinary stores into a buffer
+    one element off alignment -- training forward, backward and evaluation forward, on the threaded
+    path (N·C ≥ PARALLEL_MIN)."""
+    from gpunn.kernels import batchnorm as k
+    from gpunn.kernels.intrinsics import STREAM_MIN_BYTES, streamable
+
+    from gpunn.backend import empty_aligned
+
+    c = 256
+    n = STREAM_MIN_BYTES // (c * np.dtype(dtype).itemsize) + 3
+    assert n * c >= k.PARALLEL_MIN
+    x, dy, gamma, beta = _data(np.random.default_rng(15), n, c, dtype)
+
+    def aligned(like):
+        return empty_aligned(np, like.shape, like.dtype)
+
+    def misaligned(like):
+        return empty_aligned(np, like.size + 1, like.dtype)[1:].reshape(like.shape)
+
+    assert streamable(aligned(x)) and not streamable(misaligned(x))
+    assert not streamable(aligned(x[: n // 2]))  # below STREAM_MIN_BYTES: ordinary stores
+    runs = []
+    for out in (aligned, misaligned):
+        bn = _layer(gpunn.device("cpu"), gamma, beta)
+        bn._out = lambda key, like, out=out: out(like)
+        runs.append((bn.forward(x, True).copy(), bn.backward(dy).copy(), bn.forward(x, False).copy()))
+    for streamed, ordinary in zip(*runs, strict=True):
+        assert np.array_equal(streamed, ordinary)
+    _close(runs[0][0], batchnorm_forward_reference(x, gamma, beta, np.zeros(c, dtype), np.ones(c, dtype))[0])
