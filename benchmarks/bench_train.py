@@ -10,6 +10,10 @@ Cases (the targets of issue 8):
 * ``textbook``: 784-64-16-10 Sigmoid/Tanh, batch 64 — gpunn vs PyTorch (target ≥ 3×)
 * ``bn``: 784-512-512-10 ReLU + BatchNorm, batch 256 — gpunn vs PyTorch (target ≥ 1×)
 * ``relu100``: 784-100-100-10 ReLU, batch 100 — gpunn vs the book's NumPy float64 (target ≥ 3×)
+  The row ``gpunn_floor`` times only what no implementation of this step can skip on this CPU:
+  the two 784-wide GEMMs (x·W1 forward, xᵀ·dZ1 for dW1, in NumPy's BLAS) and the Adam update of
+  all 51,450 parameters -- the fastest a gpunn step could be with every other layer, the loss
+  and Python free.  Its ratio to PyTorch is the ceiling of the textbook row's.
 * ``epoch``: one epoch of 60,000 samples, textbook network, batch 64: ``gpunn.Trainer`` vs the
   equivalent PyTorch loop (median of ``--epoch-repeat`` epochs)
 
@@ -111,6 +115,21 @@ def make_torch(net, case):
     return model, step
 
 
+def make_floor(net):
+    """The textbook step's unavoidable part (see the module docstring): the first layer's two GEMMs
+    and the optimizer update, on the model's own buffers."""
+    W1, dW1 = net.params["W1"], net.grads["W1"]
+    z1 = np.empty((CASES["textbook"]["batch"], W1.shape[1]), dtype=W1.dtype)
+    opt = gpunn.optim.Adam(lr=1e-3)
+
+    def step(x, t):
+        np.matmul(x, W1, out=z1)
+        np.matmul(x.T, z1, out=dW1)  # z1 stands in for dZ1: same shape, same cost
+        opt.update(net.params, net.grads)
+
+    return step
+
+
 def make_numpy(net, case):
     weights = [gpunn.Device.to_numpy(net.params[f"W{i}"]) for i in range(1, len(case["sizes"]))]
     biases = [gpunn.Device.to_numpy(net.params[f"b{i}"]) for i in range(1, len(case["sizes"]))]
@@ -148,6 +167,8 @@ def bench_case(name, case, steps, rounds, have_torch, gpu):
         _, t_step = make_torch(net, case)
         fns["torch"] = looped(t_step, [torch.from_numpy(x) for x in xs], [torch.from_numpy(t) for t in ts],
                               steps)
+    if name == "textbook":
+        fns["gpunn_floor"] = looped(make_floor(make_gpunn(case)[0]), xs, ts, steps)
     if name == "relu100":
         fns["numpy_f64"] = looped(make_numpy(net, case), [x.astype(np.float64) for x in xs], ts, steps)
     res = interleaved(fns, rounds=rounds)

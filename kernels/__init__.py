@@ -7,6 +7,8 @@ Layout, per topic ``T``:
   them.  Named ``<rule>_cpu``.
   BatchNorm's CPU passes are ``nogil`` serial loops instead, run in row chunks on gpunn's own
   helper threads (``threads.py``) for large batches.
+* ``intrinsics.py`` -- LLVM-level helpers Numba lacks on the CPU: atomics and the spin-wait hint
+  (the helper threads' hand-off), streaming stores and a fence (BatchNorm's large outputs).
 * ``T_cuda.py`` -- the CUDA kernels calling *the same* scalar rules (numba-cuda compiles a CPU
   ``@njit`` dispatcher called from a ``@cuda.jit`` kernel as a device function), grid-stride loops
   named ``<rule>``.  Imported lazily: only a CUDA device (real or simulated) loads numba.cuda.

@@ -57,10 +57,11 @@ BLOCK = 32
 """Rows per block of the CPU statistics passes (array-dtype sums inside, float64 across)."""
 
 PARALLEL_MIN = 1 << 20
-"""Below this many elements (N·C) the CPU kernels run on the calling thread alone: each of the four
-hand-offs to a helper thread in a forward + backward costs ~100 µs on the 2-core development VM
-(thread wake-ups).  Forward + backward there, serial vs 2 chunks, medians: 512×1024 0.43 vs 0.62 ms,
-1024×1024 0.88 vs 0.79 ms, 2048×1024 2.3 vs 1.5 ms, 4096×1024 5.6 vs 3.3 ms."""
+"""Below this many elements (N·C) the CPU kernels run on the calling thread alone: the first hand-off
+to a helper that went to sleep costs 45-90 µs on the 2-core development VM (a thread wake-up; the
+later ones of the same call ~16 µs, see ``threads.py``).  Forward + backward there, serial vs 2
+chunks, medians measured with sleeping hand-offs: 512×1024 0.43 vs 0.62 ms, 1024×1024 0.88 vs
+0.79 ms, 2048×1024 2.3 vs 1.5 ms, 4096×1024 5.6 vs 3.3 ms."""
 
 
 def n_row_chunks(n_rows: int, n_cols: int) -> int:

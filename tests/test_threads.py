@@ -58,3 +58,23 @@ def test_helpers_use_every_cpu_even_when_the_caller_is_pinned():
         os.sched_setaffinity(0, allowed)
     assert masks[0] == {min(allowed)} or masks[1] == {min(allowed)}  # the caller's own job
     assert allowed in masks
+
+
+def test_hand_off_spins_then_sleeps_without_losing_a_job():
+    """Both waits of the hand-off: back-to-back calls (the helper still spinning), calls after a
+    pause longer than the spin (the helper asleep on its semaphore), and a helper job that outlasts
+    the caller's spin (the caller asleep): every job runs exactly once, in order."""
+    counts = [0, 0]
+
+    def job(i, delay):
+        time.sleep(delay)
+        counts[i] += 1
+
+    calls = 0
+    for gap, slow in [(0, 0), (0.002, 0), (0, 0.005), (0.002, 0.005)] * 5:
+        time.sleep(gap)
+        threads.run_chunks(job, [(0, 0), (1, slow)])
+        calls += 1
+        assert counts == [calls, calls]
+    h = threads._helpers[0]
+    assert threads._get(h.flags, threads.DONE) == threads._get(h.flags, threads.POSTED) == h.posted
