@@ -68,6 +68,7 @@ from textbook_numpy import Adam as NumpyAdam  # noqa: E402
 from textbook_numpy import MultiLayerNet  # noqa: E402
 
 import gpunn  # noqa: E402
+from gpunn.torch_mirror import to_torch  # noqa: E402
 
 CASES = {
     "textbook": dict(sizes=[784, 64, 16, 10], act=["sigmoid", "tanh"], batch=64, bn=False),
@@ -88,22 +89,10 @@ def make_gpunn(case, device="cpu"):
     return net, step
 
 
-def make_torch(net, case):
+def make_torch(net):
     import torch
 
-    layers = []
-    for i in range(1, len(case["sizes"])):
-        lin = torch.nn.Linear(case["sizes"][i - 1], case["sizes"][i])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(gpunn.Device.to_numpy(net.params[f"W{i}"]).T.copy()))
-            lin.bias.copy_(torch.from_numpy(gpunn.Device.to_numpy(net.params[f"b{i}"])))
-        layers.append(lin)
-        if i < len(case["sizes"]) - 1:
-            if case["bn"]:
-                layers.append(torch.nn.BatchNorm1d(case["sizes"][i]))
-            layers.append({"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh,
-                           "relu": torch.nn.ReLU}[case["act"][i - 1]]())
-    model = torch.nn.Sequential(*layers)
+    model = to_torch(net)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -164,7 +153,7 @@ def bench_case(name, case, steps, rounds, have_torch, gpu):
     if have_torch:
         import torch
 
-        _, t_step = make_torch(net, case)
+        _, t_step = make_torch(net)
         fns["torch"] = looped(t_step, [torch.from_numpy(x) for x in xs], [torch.from_numpy(t) for t in ts],
                               steps)
     if name == "textbook":
@@ -216,7 +205,7 @@ def bench_epoch(repeat, have_torch):
         if have_torch:
             import torch
 
-            model, t_step = make_torch(net, case)
+            model, t_step = make_torch(net)
             xt, tt = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
             start = time.perf_counter()
             order = torch.from_numpy(np.random.default_rng(r).permutation(len(x)))

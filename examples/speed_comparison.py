@@ -32,6 +32,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 import numpy as np  # noqa: E402
 
 import gpunn  # noqa: E402
+from gpunn.torch_mirror import to_torch  # noqa: E402
 
 NETWORKS = {
     "textbook 784-64-16-10": dict(sizes=[784, 64, 16, 10], act=["sigmoid", "tanh"], batch=64, bn=False,
@@ -78,22 +79,10 @@ def time_gpunn(spec, device, steps, xs, ts):
     return time.perf_counter() - t0, net
 
 
-def time_torch(spec, net, steps, xs, ts):
+def time_torch(net, steps, xs, ts):
     import torch
 
-    layers = []
-    for i in range(1, len(spec["sizes"])):
-        lin = torch.nn.Linear(spec["sizes"][i - 1], spec["sizes"][i])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(gpunn.Device.to_numpy(net.params[f"W{i}"]).T.copy()))
-            lin.bias.copy_(torch.from_numpy(gpunn.Device.to_numpy(net.params[f"b{i}"])))
-        layers.append(lin)
-        if i < len(spec["sizes"]) - 1:
-            if spec["bn"]:
-                layers.append(torch.nn.BatchNorm1d(spec["sizes"][i]))
-            act = spec["act"][i - 1] if isinstance(spec["act"], list) else spec["act"]
-            layers.append({"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[act]())
-    model = torch.nn.Sequential(*layers)
+    model = to_torch(net)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     loss_fn = torch.nn.CrossEntropyLoss()
     xs = [torch.from_numpy(x) for x in xs]
@@ -141,7 +130,7 @@ def main(argv=None):
         t_cpu, net = time_gpunn(spec, "cpu", steps, xs, ts)
         print(f"{name:28s} {'gpunn':16s} {'cpu':8s} {steps:6d} {n / t_cpu:12,.0f}")
         if have_torch:
-            t_torch = time_torch(spec, net, steps, xs, ts)
+            t_torch = time_torch(net, steps, xs, ts)
             impl = "PyTorch " + torch.__version__
             print(f"{name:28s} {impl:16s} {'cpu':8s} {steps:6d} {n / t_torch:12,.0f}")
         if gpu:

@@ -218,7 +218,7 @@ class MLP:
                         and isinstance(nxt, _Activation) and nxt.dev is not None:
                     layer.bias_deferred = True
                     nxt.bias, nxt.db = layer.b, layer.db
-            elif isinstance(layer, _Activation) and layer.dev is not None or isinstance(layer, BatchNorm):
+            elif (isinstance(layer, _Activation) and layer.dev is not None) or isinstance(layer, BatchNorm):
                 layer.inplace = True
         if type(self.last_layer) is SoftmaxCrossEntropy:
             self.last_layer.dev = self.device
