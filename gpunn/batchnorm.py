@@ -34,12 +34,10 @@ pair per batch shape, as the MLP's other layers do) instead of two fresh N×C ar
 
 from __future__ import annotations
 
-from functools import cache
-
 from .backend import Device, empty_aligned, host_xp
 from .backend import device as get_device
 from .kernels import batchnorm as _cpu
-from .kernels import cuda_kernel, elementwise_grid, stream
+from .kernels import elementwise_grid, launch, sm_count
 from .layers import Layer
 from .validate import check_hyper
 
@@ -53,11 +51,6 @@ MOMENTUM = 0.1
 """Default weight of the new batch in the running statistics (PyTorch's; Saito's 0.9 ≙ 0.1 here)."""
 
 
-@cache
-def _sm_count(dev) -> int:
-    return dev.xp.cuda.Device(dev.index).attributes["MultiProcessorCount"]
-
-
 def tile_shape(dev, n_features: int) -> tuple[int, tuple[int, int]]:
     """``(blocks, (W, TY))`` of a CUDA BatchNorm reduction launch: ``W`` features per block, ``TY``
     row lanes (a power of two), ``W·TY`` ≤ 256 threads.
@@ -68,7 +61,7 @@ def tile_shape(dev, n_features: int) -> tuple[int, tuple[int, int]]:
     if dev.simulated:
         W, TY = 8, 4
     else:
-        target = 2 * _sm_count(dev)
+        target = 2 * sm_count(dev)
         W = 8
         for w in (32, 16):
             if -(-n_features // w) >= target:
@@ -165,18 +158,16 @@ class BatchNorm(Layer):
                     y)
             hyper = (s(self.eps), s(self.momentum), s(1.0 - self.momentum))
             if self.dev.is_cuda:
-                blocks, threads = tile_shape(self.dev, self.num_features)
-                cuda_kernel("batchnorm", "forward_train")[blocks, threads, stream(self.dev)](
-                    *args, *hyper, s(0))
+                launch(self.dev, "batchnorm", "forward_train", tile_shape(self.dev, self.num_features),
+                       *args, *hyper, s(0))
             else:
                 _cpu.forward_train_cpu(*args, *self._workspace(n), *hyper)
             self.x = x
         else:
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var)
             if self.dev.is_cuda:
-                blocks, threads = elementwise_grid(self.dev, x.size)
-                cuda_kernel("batchnorm", "forward_eval")[blocks, threads, stream(self.dev)](
-                    *args, y, s(self.eps), s(1))
+                launch(self.dev, "batchnorm", "forward_eval", elementwise_grid(self.dev, x.size),
+                       *args, y, s(self.eps), s(1))
             else:
                 if self._scale is None:
                     self._scale = self.xp.empty(self.num_features, dtype=self.dtype)
@@ -198,9 +189,8 @@ class BatchNorm(Layer):
         args = (dout, x, self.gamma, self.mean, self.invstd, dx, self.dgamma, self.dbeta)
         inv_n = self._scalar(1.0 / x.shape[0])
         if self.dev.is_cuda:
-            blocks, threads = tile_shape(self.dev, self.num_features)
-            cuda_kernel("batchnorm", "backward")[blocks, threads, stream(self.dev)](*args, inv_n,
-                                                                                      self._scalar(0))
+            launch(self.dev, "batchnorm", "backward", tile_shape(self.dev, self.num_features),
+                   *args, inv_n, self._scalar(0))
         else:
             _cpu.backward_cpu(*args, *self._workspace(x.shape[0]), inv_n)
         return dx

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .backend import Device, empty_aligned
 from .kernels import activations as _cpu
-from .kernels import cuda_kernel, elementwise_grid, stream
+from .kernels import elementwise_grid, launch
 
 __all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity", "get_activation",
            "softmax", "ACTIVATIONS"]
@@ -265,8 +265,7 @@ class _fast:
     @staticmethod
     def _launch(dev, name, n, *args):
         if n:
-            blocks, threads = elementwise_grid(dev, n)
-            cuda_kernel("activations", name)[blocks, threads, stream(dev)](*args)
+            launch(dev, "activations", name, elementwise_grid(dev, n), *args)
 
     @staticmethod
     def add_bias(dev, z, b):

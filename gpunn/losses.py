@@ -106,11 +106,10 @@ class SoftmaxCrossEntropy(Loss):
         if soft:
             t = xp.ascontiguousarray(t, dtype=dt)
         if dev.is_cuda:
-            from .kernels import cuda_kernel, elementwise_grid, stream
+            from .kernels import elementwise_grid, launch
 
-            blocks, threads = elementwise_grid(dev, n)
-            cuda_kernel("activations", "softmax_xent_soft" if soft else "softmax_xent")[
-                blocks, threads, stream(dev)](y, t, d, row_loss, inv_n, one, zero)
+            launch(dev, "activations", "softmax_xent_soft" if soft else "softmax_xent",
+                   elementwise_grid(dev, n), y, t, d, row_loss, inv_n, one, zero)
             loss = row_loss.sum() * inv_n
         else:
             kernel = _k.softmax_xent_soft_cpu if soft else _k.softmax_xent_cpu

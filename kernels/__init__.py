@@ -54,23 +54,66 @@ def resolve(dev, topic: str, rule: str):
                 kernel(*args)
 
         return run_cpu
-    kernel = getattr(_module(topic, True), rule)
 
     def run_cuda(n, *args):
         if n:
-            blocks, threads = elementwise_grid(dev, n)
-            kernel[blocks, threads, stream(dev)](*args)
+            launch(dev, topic, rule, elementwise_grid(dev, n), *args)
 
     return run_cuda
 
 
 def cuda_kernel(topic: str, name: str):
-    """The raw ``@cuda.jit`` kernel ``name`` of ``topic`` (for launches with their own grid)."""
+    """The raw ``@cuda.jit`` kernel ``name`` of ``topic``."""
     return getattr(_module(topic, True), name)
 
 
+def launch(dev, topic: str, name: str, grid, *args) -> None:
+    """Launch CUDA kernel ``name`` of ``topic`` on ``dev``: every CUDA launch of gpunn goes through here.
+
+    ``grid`` is ``(blocks, threads)`` (``threads`` an int or a tuple).  The kernel runs on CuPy's
+    current stream of GPU ``dev.index``.  Under the simulator the stand-in device arrays
+    (:mod:`gpunn.simcupy`) are checked to live on ``dev`` and handed over as the NumPy arrays they
+    wrap.  While :func:`record_signatures` is on, the argument types of each launch are recorded
+    (the real-compiler check compiles exactly these)."""
+    if _signatures is not None:
+        _signatures.add((topic, name, tuple(arg_type(a) for a in args)))
+    if dev.simulated:
+        from gpunn import simcupy
+
+        args = simcupy.kernel_args(dev.index, args)
+    blocks, threads = grid
+    cuda_kernel(topic, name)[blocks, threads, stream(dev)](*args)
+
+
+_signatures: set | None = None
+
+
+def record_signatures() -> set:
+    """Start recording the argument types of every CUDA launch (see :func:`launch`); returns the set
+    the records go to: ``(topic, kernel name, (arg_type(a) for each argument))``."""
+    global _signatures
+    if _signatures is None:
+        _signatures = set()
+    return _signatures
+
+
+def arg_type(a) -> tuple:
+    """How Numba types a launch argument: ``("array", dtype, ndim, layout)`` with layout "C", "F" or
+    "A", or ``("scalar", dtype)`` (Python ints, floats and bools as Numba types them)."""
+    import numpy
+
+    if isinstance(a, numpy.generic):
+        return ("scalar", a.dtype.name)
+    if isinstance(a, (bool, int, float)):
+        return ("scalar", {bool: "bool", int: "int64", float: "float64"}[type(a)])
+    f = a.flags
+    layout = "C" if f.c_contiguous else "F" if f.f_contiguous else "A"
+    return ("array", numpy.dtype(a.dtype).name, a.ndim, layout)
+
+
 @cache
-def _sm_count(dev) -> int:
+def sm_count(dev) -> int:
+    """The number of streaming multiprocessors of GPU ``dev``."""
     return dev.xp.cuda.Device(dev.index).attributes["MultiProcessorCount"]
 
 
@@ -83,7 +126,7 @@ def elementwise_grid(dev, n: int) -> tuple[int, int]:
     if dev.simulated:
         threads, cap = 32, 2
     else:
-        threads, cap = 256, 32 * _sm_count(dev)
+        threads, cap = 256, 32 * sm_count(dev)
     return max(1, min(cap, -(-n // threads))), threads
 
 
