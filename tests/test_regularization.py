@@ -222,9 +222,12 @@ def test_zero_init_keeps_hidden_units_identical(mnist_dir):
     x, t = x[:500], t[:500]
     zero = ex.hidden_units(ex.train(x, t, "zeros", epochs=2), x)
     rand = ex.hidden_units(ex.train(x, t, "xavier_normal", epochs=2), x)
-    assert zero["spread"] == 0 and np.ptp(zero["act_mean"]) == 0 and np.ptp(zero["w_in_norm"]) == 0
+    # equal up to float32 rounding (BLAS may sum a GEMM's edge columns in another order: not bitwise)
+    assert zero["relative_spread"] < 1e-4
+    assert np.ptp(zero["act_mean"]) < 1e-4 * np.abs(zero["act_mean"]).max()
+    assert np.ptp(zero["w_in_norm"]) < 1e-4 * zero["w_in_norm"].max()
     assert np.abs(zero["w_out"]).max() > 0                            # it did train
-    assert rand["spread"] > 0.1 and np.ptp(rand["w_in_norm"]) > 0.01
+    assert rand["relative_spread"] > 0.5 and np.ptp(rand["w_in_norm"]) > 0.01
 
 
 def test_weight_init_compare_std001_barely_learns(mnist_dir):
