@@ -10,8 +10,9 @@ host/device transfers, so the same model code runs on the CPU (NumPy) and on a G
   stream.  Without a usable GPU (CuPy missing, no driver, no device, allocation failing) gpunn
   warns once and falls back to the CPU; ``strict=True`` or ``GPUNN_REQUIRE_CUDA=1`` raises
   :class:`DeviceError` instead.  Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the
-  "cuda" device is *simulated*: NumPy arrays stand in for device arrays and the CUDA kernels run in
-  the simulator, so the CUDA code path is exercised on machines without a GPU.
+  "cuda" device is *simulated*: :mod:`gpunn.simcupy` stands in for CuPy (NumPy underneath, but its
+  arrays refuse host/device mixing as CuPy does) and the CUDA kernels run in the simulator, so the
+  CUDA code path is exercised on machines without a GPU.
 * ``"auto"``: CUDA when a usable GPU exists, else the CPU, silently.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 from functools import cache
 
@@ -32,7 +34,9 @@ __all__ = [
     "get_device",
     "cuda_available",
     "cuda_simulated",
+    "device_of",
     "host_xp",
+    "is_device_array",
 ]
 
 DTYPES = ("float32", "float64")
@@ -79,6 +83,26 @@ def check_seed(seed):
 def cuda_simulated() -> bool:
     """True when Numba's CUDA simulator is switched on (``NUMBA_ENABLE_CUDASIM=1``)."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def is_device_array(a) -> bool:
+    """True for an array in GPU memory: a CuPy array, or a :mod:`gpunn.simcupy` one under the simulator."""
+    from . import simcupy
+
+    if isinstance(a, simcupy.ndarray):
+        return True
+    cupy = sys.modules.get("cupy")            # no CuPy imported: no CuPy arrays exist
+    return cupy is not None and isinstance(a, cupy.ndarray)
+
+
+def device_of(a) -> Device | None:
+    """The :class:`Device` array ``a`` lives on (``cuda:N`` for GPU arrays, the CPU for NumPy
+    arrays), or None for anything else (scalars, lists)."""
+    if isinstance(a, numpy.ndarray):
+        return _make("cpu", 0)
+    if is_device_array(a):
+        return _make("cuda", a.device.id)
+    return None
 
 
 @cache
@@ -191,12 +215,17 @@ class Device:
         self.kind = kind
         self.index = index
         self.simulated = kind == "cuda" and cuda_simulated()
-        if kind == "cuda" and not self.simulated:
+        if self.simulated:
+            from . import simcupy
+
+            self.xp = simcupy
+        elif kind == "cuda":
             import cupy
 
             self.xp = cupy
         else:
             self.xp = numpy
+        self._entered = threading.local()
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -218,14 +247,18 @@ class Device:
         return hash((self.kind, self.index))
 
     def __enter__(self):
-        self._ctx = self.xp.cuda.Device(self.index) if self.xp is not numpy else None
-        if self._ctx is not None:
-            self._ctx.__enter__()
+        """Make this GPU the current one (CuPy's allocations and Numba's launches go to it); nests,
+        and is per thread.  A no-op on the CPU."""
+        if self.xp is not numpy:
+            stack = self._entered.__dict__.setdefault("stack", [])
+            ctx = self.xp.cuda.Device(self.index)
+            ctx.__enter__()
+            stack.append(ctx)
         return self
 
     def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
+        if self.xp is not numpy:
+            self._entered.stack.pop().__exit__(*exc)
 
     # -- dtypes ---------------------------------------------------------------------------
     @staticmethod
@@ -253,6 +286,8 @@ class Device:
         """A short description of where ``a`` lives, for error messages."""
         if isinstance(a, numpy.ndarray):
             return "a NumPy (host) array"
+        if is_device_array(a):
+            return f"an array of {device_of(a).name}"
         mod = type(a).__module__.split(".")[0]
         return f"a {mod} {type(a).__name__}" if mod != "builtins" else f"a {type(a).__name__}"
 
@@ -271,9 +306,8 @@ class Device:
         """Bring an array (NumPy, CuPy, or a scalar) to the host as a NumPy array."""
         if isinstance(a, numpy.ndarray):
             return a
-        get = getattr(a, "get", None)
-        if get is not None and type(a).__module__.startswith("cupy"):
-            return get()
+        if is_device_array(a):
+            return a.get()
         return numpy.asarray(a)
 
     def synchronize(self) -> None:
@@ -282,15 +316,9 @@ class Device:
             with self.xp.cuda.Device(self.index):
                 self.xp.cuda.get_current_stream().synchronize()
 
-    def rng(self, seed=None):
-        """A seeded random generator on this device (``numpy.random.Generator`` or CuPy's)."""
-        seed = check_seed(seed)
-        if self.xp is numpy:
-            return numpy.random.default_rng(seed)
-        with self.xp.cuda.Device(self.index):
-            return self.xp.random.default_rng(seed)
-
     def host_rng(self, seed=None):
-        """A seeded host generator: for anything that must be identical across devices
-        (initial weights, data order, dropout masks are drawn here and moved over)."""
+        """A seeded host generator (``numpy.random.Generator``): gpunn draws every random number on
+        the host (initial weights, data order, dropout mask keys), so that a seed gives the same
+        run on every device.  (No device generator is offered: CuPy's lacks ``permutation``,
+        ``shuffle``, ``choice`` and ``normal``, which gpunn's callers need.)"""
         return numpy.random.default_rng(check_seed(seed))

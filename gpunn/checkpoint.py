@@ -48,7 +48,7 @@ from math import prod
 from pathlib import Path
 
 from .backend import device as get_device
-from .backend import host_xp
+from .backend import host_xp, is_device_array
 
 np = host_xp()
 
@@ -211,9 +211,6 @@ def _model_rngs(model) -> dict:
             if isinstance(v, np.random.Generator) and id(v) not in seen:
                 seen.add(id(v))
                 found[prefix + name] = v
-            elif "cupy" in type(v).__module__ and "Generator" in type(v).__name__:
-                warnings.warn(f"{prefix + name} is a device random generator; its state is not saved "
-                              "in the checkpoint", CheckpointWarning, stacklevel=4)
 
     scan(model, "")
     for i, layer in enumerate(getattr(model, "layers", ()) or ()):
@@ -463,7 +460,7 @@ def _encode(obj, arrays, prefix, where):
             return int(v)
         if isinstance(v, float):
             return float(v)
-        if isinstance(v, np.ndarray) or type(v).__module__.split(".")[0] == "cupy":
+        if isinstance(v, np.ndarray) or is_device_array(v):
             return {"__array__": put(np.ascontiguousarray(_to_numpy(v)))}
         if isinstance(v, tuple):
             return {"__tuple__": [enc(e, f"{path}[{i}]") for i, e in enumerate(v)]}

@@ -64,13 +64,12 @@ and ``mpiexec`` land in the environment's ``bin/``).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib
 import os
 import sys
 import time
 
-from .backend import host_xp
+from .backend import device_of, host_xp
 
 np = host_xp()
 
@@ -343,10 +342,10 @@ class Context:
         self._check_usable(what)
         _check_buffer(buf, what)
         t0 = time.perf_counter()
-        with _on_device(buf):
+        with device_of(buf):
             if _is_host(buf):
                 self._mpi_allreduce(buf, what, step)
-            elif self.backend != "mpi":
+            elif self._nccl_for(buf):
                 self._nccl_allreduce(buf, what, step)
             else:  # backend="mpi" on a GPU: through a host copy
                 host = _to_host(buf)
@@ -365,10 +364,10 @@ class Context:
         if not buf.flags.c_contiguous:
             raise ValueError(f"{what}: the buffer must be C-contiguous")
         t0 = time.perf_counter()
-        with _on_device(buf):
+        with device_of(buf):
             if _is_host(buf):
                 self._wait(self.comm.Ibcast(buf, root=root), what, None)
-            elif self.backend != "mpi":
+            elif self._nccl_for(buf):
                 nccl, comm, stream = self._nccl_call(buf)
                 comm.bcast(buf.data.ptr, buf.size, _nccl_dtype(nccl, buf, what), root, stream.ptr)
                 self._nccl_wait(comm, stream, what, None)
@@ -433,13 +432,18 @@ class Context:
         return buf.tobytes()
 
     # -- NCCL ("auto" and "nccl": GPU buffers go through NCCL, an error if it is missing) --------------
+    def _nccl_for(self, buf) -> bool:
+        """Whether device buffer ``buf`` is reduced by NCCL: on a real GPU unless ``backend="mpi"``
+        (the simulated GPU has no NCCL: its buffers go through a host copy, as with "mpi")."""
+        return self.backend != "mpi" and not device_of(buf).simulated
+
     def _nccl_call(self, buf):
         """(nccl module, communicator for ``buf``'s GPU, CuPy's current stream), with ``buf``'s GPU
         current; the communicator is created on first use (collectively: every rank gets here in
         the same collective)."""
         import pickle
 
-        xp = sys.modules[type(buf).__module__.split(".")[0]]  # the array's own library (CuPy)
+        xp = device_of(buf).xp
         index = buf.device.id
         if self._nccl is None or self._nccl[0] != index:
             nccl = _nccl_module(xp)
@@ -466,8 +470,7 @@ class Context:
         NCCL's asynchronous errors; abort the communicator on timeout."""
         if self.timeout is None:
             return
-        xp = sys.modules[type(stream).__module__.split(".")[0]]
-        event = xp.cuda.Event(block=False, disable_timing=True)
+        event = importlib.import_module("cupy").cuda.Event(block=False, disable_timing=True)  # NCCL: real GPU
         event.record(stream)
         check = getattr(comm, "check_async_error", None)
 
@@ -515,14 +518,6 @@ class _Vote:
 
 def _is_host(buf) -> bool:
     return isinstance(buf, np.ndarray)
-
-
-def _on_device(buf):
-    """A context making ``buf``'s GPU the current CUDA device (nothing for host arrays), so NCCL
-    runs, and CuPy's current stream is taken, on the buffer's GPU."""
-    if _is_host(buf):
-        return contextlib.nullcontext()
-    return sys.modules[type(buf).__module__.split(".")[0]].cuda.Device(buf.device.id)
 
 
 def _to_host(buf):

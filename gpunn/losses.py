@@ -100,16 +100,17 @@ class SoftmaxCrossEntropy(Loss):
             from .backend import Device
 
             st = self._state = (xp.empty(y.shape, dtype=dt), xp.empty(n, dtype=dt),
-                                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0)))
-        d, row_loss, inv_n, one, zero = st
+                                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0, float("nan"))))
+        d, row_loss, inv_n, one, zero, nan = st
         soft = t.ndim == 2
         if soft:
             t = xp.ascontiguousarray(t, dtype=dt)
         if dev.is_cuda:
             from .kernels import elementwise_grid, launch
 
+            args = (y, t, d, row_loss, inv_n, one, zero)
             launch(dev, "activations", "softmax_xent_soft" if soft else "softmax_xent",
-                   elementwise_grid(dev, n), y, t, d, row_loss, inv_n, one, zero)
+                   elementwise_grid(dev, n), *args, *(() if soft else (nan,)))
             loss = row_loss.sum() * inv_n
         else:
             kernel = _k.softmax_xent_soft_cpu if soft else _k.softmax_xent_cpu

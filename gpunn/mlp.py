@@ -26,7 +26,7 @@ Regularisation, as in the textbook's ``MultiLayerNetExtend``: ``batchnorm=True``
 
 from __future__ import annotations
 
-from .backend import Device
+from .backend import Device, is_device_array
 from .backend import device as get_device
 from .batchnorm import EPS, MOMENTUM, BatchNorm
 from .gradcheck import numerical_gradient_dict
@@ -271,20 +271,25 @@ class MLP:
             return check_inputs(dev, x, self.sizes[0], self.dtype, "x")
         # fast path: the NaN/Inf check as one vectorised Numba pass (on the host, before the copy
         # to a GPU: no device synchronisation); the message is check_finite's
-        if not dev.is_cuda or (not dev.owns(x) and type(x).__module__.split(".")[0] != "cupy"):
+        if not dev.is_cuda or not is_device_array(x):
             x = check_inputs(_host_device(), x, self.sizes[0], self.dtype, "x", finite=False)
             if not _act.all_finite_cpu(x.reshape(-1), Device.scalar(0, x.dtype)):
                 check_finite(_host_device(), x, "x")
             return x if not dev.is_cuda else dev.to_device(x)
-        return check_inputs(dev, x, self.sizes[0], self.dtype, "x")
+        # device-resident: shape and dtype only (reading values would stop the GPU every step);
+        # a NaN/Inf makes the loss non-finite, which the Trainer's guard reports
+        return check_inputs(dev, x, self.sizes[0], self.dtype, "x", finite=False)
 
     def _t(self, t, n):
         # fast path: 1-D int64 class indices on the host, checked by one Numba pass (no device sync)
-        if (self.fused and type(t).__module__ == "numpy" and t.ndim == 1 and t.shape[0] == n and n
+        if (self.fused and _host_device().owns(t) and t.ndim == 1 and t.shape[0] == n and n
                 and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.flags.c_contiguous
                 and _act.labels_ok_cpu(t, self.n_classes)):
             return self.device.to_device(t) if self.device.is_cuda else t
-        return check_targets(self.device, t, n, self.n_classes, self.dtype, "t")
+        # device-resident targets: values unread (no host sync); the fused CUDA loss makes the loss of
+        # a row whose label is out of range NaN, which the Trainer's guard reports
+        return check_targets(self.device, t, n, self.n_classes, self.dtype, "t",
+                             values=not (self.fused and is_device_array(t)))
 
     # -- misc ---------------------------------------------------------------------------------
     @property

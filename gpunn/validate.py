@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from .backend import is_device_array
+
 __all__ = ["check_inputs", "check_targets", "check_finite", "check_hyper"]
 
 
@@ -46,22 +48,23 @@ def check_finite(dev, a, name: str):
                          f"{int((~dev.xp.isfinite(a)).sum()) - n_nan} Inf)")
 
 
-def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t"):
+def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t", values: bool = True):
     """Targets for a batch of ``n``: class indices ``(n,)`` in ``[0, n_classes)`` (returned as int64)
-    or an ``(n, n_classes)`` array (one-hot, soft labels) of ``dtype``."""
+    or an ``(n, n_classes)`` array (one-hot, soft labels) of ``dtype``.  ``values=False`` checks
+    only the shape and dtype: the values are not read (on a GPU, reading them is a host sync)."""
     t = _on_device(dev, t, name)
     xp = dev.xp
     kind = _kind(t)
     if t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1 and n_classes != 1):
         t = t.reshape(-1)
-        if kind == "f":
+        if kind == "f" and values:
             if not bool(xp.all(t == xp.floor(t))):
                 raise ValueError(f"{name} holds class indices but some are not whole numbers")
         elif kind not in "iub":
             raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
         if t.shape[0] != n:
             raise ValueError(f"{name} has {t.shape[0]} labels but the batch has {n} rows")
-        if n and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+        if values and n and (int(t.min()) < 0 or int(t.max()) >= n_classes):
             raise ValueError(f"{name}: labels must be in [0, {n_classes - 1}], found values in "
                              f"[{int(t.min())}, {int(t.max())}]")
         return t.astype(xp.int64, copy=False)
@@ -71,7 +74,8 @@ def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t"):
     if kind not in "fiub":
         raise TypeError(f"{name} must be numeric, got dtype {t.dtype}")
     t = xp.ascontiguousarray(t, dtype=dtype)
-    check_finite(dev, t, name)
+    if values:
+        check_finite(dev, t, name)
     return t
 
 
@@ -95,7 +99,7 @@ def check_hyper(name: str, value, low=None, high=None, low_open=False, high_open
 def _on_device(dev, a, name):
     if dev.owns(a):
         return a
-    if type(a).__module__.split(".")[0] == "cupy":
+    if is_device_array(a):
         raise TypeError(f"{name} is {dev.array_kind(a)} on another device, but the model lives on "
                         f"{dev.name}; move it with gpunn.device({dev.name!r}).to_device(...)")
     if hasattr(a, "__array__") or isinstance(a, (list, tuple)):

@@ -100,8 +100,9 @@ def record_signatures() -> set:
 def arg_type(a) -> tuple:
     """How Numba types a launch argument: ``("array", dtype, ndim, layout)`` with layout "C", "F" or
     "A", or ``("scalar", dtype)`` (Python ints, floats and bools as Numba types them)."""
-    import numpy
+    from gpunn.backend import host_xp
 
+    numpy = host_xp()
     if isinstance(a, numpy.generic):
         return ("scalar", a.dtype.name)
     if isinstance(a, (bool, int, float)):

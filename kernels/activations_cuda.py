@@ -71,13 +71,21 @@ def _shifted_exp_row(y, d, r, zero):
 
 
 @cuda.jit
-def softmax_xent(y, t, d, row_loss, inv_n, one, zero):
-    """Class-index targets ``t`` (N,): row_loss[r] = −log softmax(y_r)[t_r]; d = (p − onehot)·inv_n."""
+def softmax_xent(y, t, d, row_loss, inv_n, one, zero, nan):
+    """Class-index targets ``t`` (N,): row_loss[r] = −log softmax(y_r)[t_r]; d = (p − onehot)·inv_n.
+    A label outside [0, C) (device-resident labels are not checked on the host) makes the row's loss
+    ``nan`` and its gradient 0, so the loss is NaN and the Trainer's guard stops, instead of a read
+    outside ``y``."""
     n, c = y.shape
     for r in range(cuda.grid(1), n, cuda.gridsize(1)):
+        k = t[r]
+        if k < 0 or k >= c:
+            row_loss[r] = nan
+            for j in range(c):
+                d[r, j] = zero
+            continue
         m, s = _shifted_exp_row(y, d, r, zero)
         inv_s = one / s
-        k = t[r]
         row_loss[r] = math.log(s) - (y[r, k] - m)
         for j in range(c):
             d[r, j] = d[r, j] * inv_s * inv_n

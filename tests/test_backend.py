@@ -19,7 +19,7 @@ def test_cpu_device_basics():
     assert d.to_device(np.float32(2.0)).shape == ()  # 0-d stays 0-d
     assert d.to_device(np.ones((3, 4))[:, ::2]).flags.c_contiguous
     d.synchronize()
-    assert d.rng(3).standard_normal(4).tolist() == d.rng(3).standard_normal(4).tolist()
+    assert d.host_rng(3).standard_normal(4).tolist() == d.host_rng(3).standard_normal(4).tolist()
 
 
 def test_default_dtype_is_float32_and_float64_allowed():
@@ -45,7 +45,9 @@ def test_simulated_cuda_device_in_the_suite():
     if os.environ.get("GPUNN_TEST_DEVICE") == "cuda":
         assert not d.simulated and d.xp is not np
     else:
-        assert d.simulated and d.is_cuda and d.xp is np and d.name == "cuda:0"
+        from gpunn import simcupy
+
+        assert d.simulated and d.is_cuda and d.xp is simcupy and d.name == "cuda:0"
 
 
 def test_scalar_keeps_dtype():

@@ -19,7 +19,6 @@ property test, failed downloads, validation splits).
 
 import json
 import zipfile
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -41,16 +40,11 @@ def mlp(**kw):
     return gpunn.MLP(6, [5], 3, seed=0, **kw)
 
 
-class ForeignArray:
-    """Looks like an array of another device (a CuPy array) to gpunn's checks."""
-
-    __module__ = "cupy._core.core"
-    shape, ndim, size = (4, 6), 2, 24
-    dtype = np.dtype("float32")
-    flags = SimpleNamespace(c_contiguous=True)
-
-    def reshape(self, *shape):
-        return self
+def other_device(a):
+    """``a`` on a GPU (the second simulated GPU, or a real one): an array of another device than the
+    CPU models these cases build."""
+    return gpunn.device("cuda:1" if gpunn.device("cuda:1", strict=False).is_cuda else "cuda",
+                        strict=True).to_device(a)
 
 
 def case(fn, err, match, id):
@@ -69,7 +63,7 @@ MLP_CASES = [
          "x-inf"),
     case(lambda: mlp().gradient(None, T), TypeError, "x must be an array, got NoneType", "x-none"),
     case(lambda: mlp().gradient([[1.0, 2.0], [3.0]], T), TypeError, "x cannot be converted", "x-ragged"),
-    case(lambda: mlp().gradient(ForeignArray(), T), TypeError, "x is a cupy .* on another device",
+    case(lambda: mlp().gradient(other_device(X), T), TypeError, "x is an array of cuda:.* on another device",
          "x-other-device"),
     case(lambda: mlp().gradient(X, T[:, None, None]), ValueError, "t must be class indices of shape", "t-3d"),
     case(lambda: mlp().gradient(X, T.astype(complex)), TypeError, "t must hold integer class indices",
@@ -84,7 +78,7 @@ MLP_CASES = [
          "t-huge-label"),
     case(lambda: mlp().gradient(X, None), TypeError, "t must be an array", "t-none"),
     case(lambda: mlp().gradient(X, 3), TypeError, "t must be an array, got int", "t-scalar"),
-    case(lambda: mlp().gradient(X, ForeignArray()), TypeError, "t is a cupy .* on another device",
+    case(lambda: mlp().gradient(X, other_device(T)), TypeError, "t is an array of cuda:.* on another device",
          "t-other-device"),
     case(lambda: mlp().predict(X[:, :5]), ValueError, r"x must have shape \(batch, 6\)", "predict-width"),
     case(lambda: mlp().accuracy(X, [0, 1, 3, 0]), ValueError, r"labels must be in \[0, 2\]",
@@ -166,7 +160,7 @@ TRAINER_CASES = [
          "fit-val-x-width"),
     case(lambda: fit(validation_data=(X, T + 3)), ValueError, r"validation t: labels must be in",
          "fit-val-labels"),
-    case(lambda: fit(ForeignArray(), T), TypeError, "on another device", "fit-x-other-device"),
+    case(lambda: fit(other_device(X), T), TypeError, "on another device", "fit-x-other-device"),
     case(mid_epoch_trainer_refits_other_data, ValueError, "in the middle of an epoch over 4 examples",
          "fit-other-data-mid-epoch"),
     case(lambda: gpunn.Trainer(mlp(batchnorm=True), optim.SGD(), batch_size=3, progress=False).fit(X, T),
@@ -208,7 +202,7 @@ OPTIM_CASES = [
          r"grads\['W'\] has shape \(12,\), params\['W'\] has \(3, 4\)", "grads-flattened"),
     case(lambda: optim.SGD().update({"W": W, "b": W[0]}, {"W": W, "c": W[0]}), ValueError,
          r"missing in grads \['b'\], not in params \['c'\]", "renamed-key"),
-    case(lambda: optim.SGD().update({"W": np.ones((4, 6), np.float32)}, {"W": ForeignArray()}), TypeError,
+    case(lambda: optim.SGD().update({"W": W.copy()}, {"W": other_device(W)}), TypeError,
          "live on different devices", "grads-other-device"),
     case(lambda: optim.Adam().update([W], [W]), TypeError, "two dicts of arrays", "lists"),
 ]

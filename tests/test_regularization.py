@@ -71,7 +71,7 @@ def test_dropout_kernel_matches_a_numpy_reimplementation():
     y = d.forward(np.ones((1, n), np.float32), True)
     np.testing.assert_array_equal(y.ravel() > 0, _reference_mask(d.key, n, 0.25))
     small = Dropout("cuda", 0.25, seed=5)     # the simulated CUDA kernel, on a few elements
-    ys = to_numpy(small.forward(np.ones((3, 7), np.float32), True))
+    ys = to_numpy(small.forward(small.dev.to_device(np.ones((3, 7), np.float32)), True))
     np.testing.assert_array_equal(ys.ravel() > 0, _reference_mask(small.key, 21, 0.25))
 
 

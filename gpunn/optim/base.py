@@ -19,7 +19,7 @@ Python numbers, so ``numpy.savez(f, **opt.state_dict())`` works without pickle -
 
 from __future__ import annotations
 
-from ..backend import Device
+from ..backend import Device, device_of
 from ..backend import device as gpunn_device
 from ..kernels import resolve
 from ..validate import check_hyper
@@ -198,9 +198,9 @@ class Optimizer:
             raise ValueError(f"grads[{name}] has shape {g.shape}, params[{name}] has {p.shape}")
         if p.dtype != g.dtype:
             raise TypeError(f"grads[{name}] is {g.dtype} but params[{name}] is {p.dtype}")
-        if type(p) is not type(g):
+        if device_of(p) != device_of(g):
             raise TypeError(f"params[{name}] and grads[{name}] live on different devices "
-                            f"({type(p).__module__} vs {type(g).__module__})")
+                            f"({device_of(p).name} vs {device_of(g).name})")
         state = self.state.get(key)
         if state and state[0].size != p.size:
             raise ValueError(f"params[{name}] changed size from {state[0].size} to {p.size} "
@@ -213,8 +213,7 @@ class Optimizer:
         else:
             dev = getattr(params, "device", None)
             if dev is None:
-                p = groups[0][1]
-                dev = gpunn_device("cpu" if type(p).__module__ == "numpy" else f"cuda:{p.device.id}")
+                dev = device_of(groups[0][1])
         for key, p, g, _ in groups:
             if not dev.owns(p) or not dev.owns(g):
                 raise TypeError(f"params/grads {key!r} are {dev.array_kind(p)}, not arrays of "

@@ -14,7 +14,7 @@ model's FlatDict the views have their natural shapes, so this is the same split 
 
 from __future__ import annotations
 
-from ..backend import device
+from ..backend import device_of
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW",
            "array_namespace"]
@@ -22,9 +22,7 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta", "RMSprop", "Ada
 
 def array_namespace(a):
     """NumPy or CuPy: the namespace of the device array ``a`` lives on."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        return device(f"cuda:{a.device.id}").xp
-    return device("cpu").xp
+    return device_of(a).xp
 
 
 def _xp(params):
