@@ -18,6 +18,7 @@ host/device transfers, so the same model code runs on the CPU (NumPy) and on a G
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ __all__ = [
     "device_of",
     "host_xp",
     "is_device_array",
+    "on_device",
 ]
 
 DTYPES = ("float32", "float64")
@@ -83,6 +85,22 @@ def check_seed(seed):
 def cuda_simulated() -> bool:
     """True when Numba's CUDA simulator is switched on (``NUMBA_ENABLE_CUDASIM=1``)."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def on_device(method):
+    """Decorator for methods of objects that hold a :class:`Device` (``self.device``, or ``self.dev``
+    for layers): the call runs with that device current, so on ``cuda:N`` CuPy allocates on GPU N
+    and kernels launch there; the caller's current device is restored afterwards."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        dev = getattr(self, "device", None) or self.dev
+        if dev.kind == "cpu":
+            return method(self, *args, **kwargs)
+        with dev:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 def is_device_array(a) -> bool:

@@ -34,7 +34,7 @@ pair per batch shape, as the MLP's other layers do) instead of two fresh N×C ar
 
 from __future__ import annotations
 
-from .backend import Device, empty_aligned, host_xp
+from .backend import Device, empty_aligned, host_xp, on_device
 from .backend import device as get_device
 from .kernels import batchnorm as _cpu
 from .kernels import elementwise_grid, launch, sm_count
@@ -102,11 +102,12 @@ class BatchNorm(Layer):
                                  f"{tuple(a.shape)} {a.dtype}")
             return a
 
-        self.gamma, self.beta = own(gamma, 1), own(beta, 0)
-        self.dgamma, self.dbeta = own(dgamma, 0), own(dbeta, 0)
-        self.running_mean, self.running_var = own(running_mean, 0), own(running_var, 1)
-        self.mean = xp.zeros(C, dtype=dt)      # the last training batch's μ (saved for backward)
-        self.invstd = xp.zeros(C, dtype=dt)    # and its 1/√(σ² + ε)
+        with dev:
+            self.gamma, self.beta = own(gamma, 1), own(beta, 0)
+            self.dgamma, self.dbeta = own(dgamma, 0), own(dbeta, 0)
+            self.running_mean, self.running_var = own(running_mean, 0), own(running_var, 1)
+            self.mean = xp.zeros(C, dtype=dt)      # the last training batch's μ (saved for backward)
+            self.invstd = xp.zeros(C, dtype=dt)    # and its 1/√(σ² + ε)
         self._scale = None                     # CPU evaluation scratch (C,)
         self._work = {}                        # CPU scratch per chunk count
         self.x = None
@@ -144,6 +145,7 @@ class BatchNorm(Layer):
             return self._buf(key, like.shape, like.dtype)
         return empty_aligned(self.xp, like.shape, like.dtype)
 
+    @on_device
     def forward(self, x, train: bool = False):
         x = self._input(x, "x")
         n = x.shape[0]
@@ -176,6 +178,7 @@ class BatchNorm(Layer):
             self.x = None
         return y
 
+    @on_device
     def backward(self, dout):
         """dx, given dout = ∂L/∂y of the last *training-mode* forward; writes ``dgamma``, ``dbeta``."""
         x = self.x

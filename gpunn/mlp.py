@@ -26,7 +26,7 @@ Regularisation, as in the textbook's ``MultiLayerNetExtend``: ``batchnorm=True``
 
 from __future__ import annotations
 
-from .backend import Device, is_device_array
+from .backend import Device, is_device_array, on_device
 from .backend import device as get_device
 from .batchnorm import EPS, MOMENTUM, BatchNorm
 from .gradcheck import numerical_gradient_dict
@@ -112,8 +112,14 @@ class MLP:
         if not isinstance(fused, bool):
             raise TypeError(f"fused must be True or False, got {fused!r}")
         self.fused = fused
-        fdev = dev if fused else None
+        with dev:  # cuda:N: every array of the model on GPU N
+            self._build(inits, drops, seed, loss)
 
+    def _build(self, inits, drops, seed, loss):
+        """The flat buffers, the layers, the initial weights and the loss (on the current device)."""
+        dev, sizes, batchnorm, fused = self.device, self.sizes, self.batchnorm, self.fused
+        n_hidden = len(sizes) - 2
+        fdev = dev if fused else None
         specs = []
         for i in range(1, len(sizes)):
             specs += [(f"W{i}", (sizes[i - 1], sizes[i]), True), (f"b{i}", (sizes[i],), False)]
@@ -156,19 +162,23 @@ class MLP:
             self._wire_fast_path()
 
     # -- the textbook interface ---------------------------------------------------------------
+    @on_device
     def predict(self, x, train: bool = False):
         """The output scores (before softmax) for a batch ``x`` of shape (N, input_size)."""
         return self._forward(self._x(x), train)
 
+    @on_device
     def predict_proba(self, x):
         """Class probabilities: softmax of :meth:`predict`."""
         return softmax(self.xp, self.predict(x))
 
+    @on_device
     def loss(self, x, t, train: bool = False):
         """The loss of the batch (a mean over its rows), as a Python float."""
         x = self._x(x)
         return float(self._loss(x, self._t(t, x.shape[0]), train))
 
+    @on_device
     def accuracy(self, x, t) -> float:
         """The fraction of rows whose highest score is the target class."""
         x = self._x(x)
@@ -176,6 +186,7 @@ class MLP:
         labels = t.argmax(axis=1) if t.ndim == 2 else t
         return float((self._forward(x, False).argmax(axis=1) == labels).mean())
 
+    @on_device
     def gradient(self, x, t):
         """Backpropagation: the gradients of :meth:`loss` w.r.t. every parameter, as a dict of views
         of ``self.grads.flat`` with the keys of ``self.params``."""
@@ -183,6 +194,7 @@ class MLP:
         self.last_loss = self._gradient(x, self._t(t, x.shape[0]))
         return self.grads
 
+    @on_device
     def numerical_gradient(self, x, t, h: float = 1e-6):
         """Central-difference gradients of the training-mode loss (slow; for checking
         :meth:`gradient`, in float64).

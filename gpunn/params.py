@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from math import prod
 
+from .backend import device_of, is_device_array
+
 __all__ = ["FlatDict", "FlatLayout"]
 
 
@@ -54,7 +56,8 @@ class FlatDict(dict):
 
     Assigning ``d[key] = value`` copies ``value`` into the existing view (shape checked), so the
     views never detach from the buffer, the way textbook code that reassigns ``params["W1"]``
-    expects the model to see the new values.
+    expects the model to see the new values.  On a GPU a host (NumPy) value is copied to the
+    device explicitly first (CuPy refuses to assign a host array into a device array).
     """
 
     flat = None
@@ -68,6 +71,9 @@ class FlatDict(dict):
         if tuple(getattr(value, "shape", ())) not in (view.shape, ()):
             raise ValueError(f"{key}: shape {tuple(value.shape)} does not match the parameter's "
                              f"shape {view.shape}")
+        if is_device_array(view) and not is_device_array(value) and not isinstance(value, (int, float)) \
+                and getattr(value, "ndim", 1):      # host arrays and lists; scalars fill as they are
+            value = device_of(view).to_device(value, view.dtype)
         view[...] = value
 
     def __delitem__(self, key):

@@ -22,7 +22,7 @@ layout (weights first) both are one operation on the prefix ``[0, n_decay)`` of 
 
 from __future__ import annotations
 
-from .backend import Device
+from .backend import Device, on_device
 from .backend import device as get_device
 from .kernels import resolve
 from .layers import Layer
@@ -73,6 +73,7 @@ class Dropout(Layer):
                                               Device.scalar(1.0 / (1.0 - self.p), dt), Device.scalar(0, dt))
         return out
 
+    @on_device
     def forward(self, x, train: bool = False):
         if not train or self.p == 0:
             self._shape = None
@@ -82,6 +83,7 @@ class Dropout(Layer):
         self._shape, self._dtype = tuple(x.shape), x.dtype
         return self._apply(x)
 
+    @on_device
     def backward(self, dout):
         if self._shape is None:
             return dout
@@ -91,6 +93,7 @@ class Dropout(Layer):
         return self._apply(dout)
 
     @property
+    @on_device
     def mask(self):
         """The last training forward's mask (1/(1−p) where kept, 0 where dropped), computed on
         demand; None when the last forward was in evaluation mode."""

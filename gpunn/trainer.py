@@ -56,7 +56,7 @@ from pathlib import Path
 
 from . import checkpoint as _ckpt
 from . import distributed as _dist
-from .backend import host_xp
+from .backend import host_xp, on_device
 from .progress import progress
 from .validate import check_inputs, check_targets
 
@@ -203,7 +203,13 @@ class Trainer:
         self._phase = None
         self._vote = None         # distributed: the Ctrl-C vote in flight
 
+    @property
+    def device(self):
+        """The model's :class:`~gpunn.Device` (where training runs)."""
+        return self.model.device
+
     # -- training -----------------------------------------------------------------------------
+    @on_device
     def fit(self, x, t, validation_data=None) -> dict:
         """Train until the run's last epoch is done; returns ``self.history``.
 
@@ -451,6 +457,7 @@ class Trainer:
             print(f"epoch {self.epoch}/{self._run_end}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
         return stop
 
+    @on_device
     def evaluate(self, x, t) -> tuple[float, float]:
         """(mean loss, accuracy) over a validated dataset, in batches, in evaluation mode (on this
         process's data only, also when training is distributed)."""

@@ -70,11 +70,11 @@ def cuda_kernel(topic: str, name: str):
 def launch(dev, topic: str, name: str, grid, *args) -> None:
     """Launch CUDA kernel ``name`` of ``topic`` on ``dev``: every CUDA launch of gpunn goes through here.
 
-    ``grid`` is ``(blocks, threads)`` (``threads`` an int or a tuple).  The kernel runs on CuPy's
-    current stream of GPU ``dev.index``.  Under the simulator the stand-in device arrays
-    (:mod:`gpunn.simcupy`) are checked to live on ``dev`` and handed over as the NumPy arrays they
-    wrap.  While :func:`record_signatures` is on, the argument types of each launch are recorded
-    (the real-compiler check compiles exactly these)."""
+    ``grid`` is ``(blocks, threads)`` (``threads`` an int or a tuple).  The kernel runs on GPU
+    ``dev.index`` (made current for the launch), on CuPy's current stream.  Under the simulator
+    the stand-in device arrays (:mod:`gpunn.simcupy`) are checked to live on ``dev`` and handed
+    over as the NumPy arrays they wrap.  While :func:`record_signatures` is on, the argument types
+    of each launch are recorded (the real-compiler check compiles exactly these)."""
     if _signatures is not None:
         _signatures.add((topic, name, tuple(arg_type(a) for a in args)))
     if dev.simulated:
@@ -82,7 +82,8 @@ def launch(dev, topic: str, name: str, grid, *args) -> None:
 
         args = simcupy.kernel_args(dev.index, args)
     blocks, threads = grid
-    cuda_kernel(topic, name)[blocks, threads, stream(dev)](*args)
+    with dev:
+        cuda_kernel(topic, name)[blocks, threads, stream(dev)](*args)
 
 
 _signatures: set | None = None

@@ -122,6 +122,14 @@ class Optimizer:
             return
         groups = self._groups(params, grads)
         dev = self._resolve_device(params, groups)
+        with dev:  # cuda:N: the state arrays on GPU N
+            self._first_update(dev, params, grads, groups)
+
+    step = update
+
+    def _first_update(self, dev, params, grads, groups):
+        """A step that validated its arguments: the kernel for ``dev``, the state, and for a model's
+        flat buffers the fast path of the next steps."""
         if self._kernel is None or self._kernel[0] != dev:
             self._kernel = (dev, resolve(dev, "optim", self.rule))
         kernel = self._kernel[1]
@@ -138,8 +146,6 @@ class Optimizer:
             # Device.scalar(v, dtype) is dtype's scalar type applied to v: keep that type
             cast = type(Device.scalar(0, groups[0][1].dtype))
             self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast)
-
-    step = update
 
     def _state_for(self, dev, key, p):
         """The state arrays of ``key``: created (zeroed, or from a loaded state dict) on first use."""
