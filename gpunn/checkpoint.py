@@ -361,10 +361,11 @@ def _fmt_buffers(b) -> str:
 
 def _apply_model(m, arrays, model):
     dev = model.device
-    model.params.flat[...] = dev.to_device(arrays["model/params"])
     bufs = _buffers(model)
-    for name in m.get("buffers") or {}:
-        bufs[name][...] = dev.to_device(arrays[f"model/buffers/{name}"])
+    with dev:
+        model.params.flat[...] = dev.to_device(arrays["model/params"])
+        for name in m.get("buffers") or {}:
+            bufs[name][...] = dev.to_device(arrays[f"model/buffers/{name}"])
     rngs = _model_rngs(model)
     for name, state in (m.get("rngs") or {}).items():
         gen = rngs.get(name)

@@ -421,14 +421,21 @@ class Trainer:
         if not self._pending:
             return
         if self._multi is None:
-            self.history["iter_loss"] += [float(v) for v in self._pending]
+            self.history["iter_loss"] += self._to_host(self._pending).tolist()
         elif local:
-            self.history["iter_loss"] += [float(v) for v, _ in self._pending]
+            self.history["iter_loss"] += self._to_host([v for v, _ in self._pending]).tolist()
         else:
-            local_part = np.array([float(v) * share for v, share in self._pending], dtype=np.float64)
+            shares = np.array([share for _, share in self._pending], dtype=np.float64)
+            local_part = self._to_host([v for v, _ in self._pending]) * shares
             self.history["iter_loss"] += self._multi.allreduce_host(local_part, name="step losses",
                                                                     step=self.step).tolist()
         self._pending = []
+
+    def _to_host(self, values):
+        """Device scalars (step losses, sums) as a host float64 array, in one transfer (one host sync
+        on a GPU, instead of one per value)."""
+        dev = self.model.device
+        return dev.to_numpy(dev.xp.stack(values)).astype(np.float64)
 
     def _end_epoch(self, x, t, val, bar, stop=False):
         """Evaluate, then record the epoch and advance the position in one uninterruptible stretch
@@ -468,15 +475,18 @@ class Trainer:
     def _eval_sums(self, x, t) -> tuple[float, float]:
         """(summed loss, number correct) over ``x`` (possibly empty), in evaluation batches."""
         model = self.model
-        total_loss = total_correct = 0.0
-        n = x.shape[0]
-        for s in range(0, n, self.eval_batch_size):
+        losses, correct, rows = [], [], []
+        for s in range(0, x.shape[0], self.eval_batch_size):
             xb, tb = x[s:s + self.eval_batch_size], t[s:s + self.eval_batch_size]
             scores = model._forward(xb, False)
-            total_loss += float(model.last_layer.forward(scores, tb)) * xb.shape[0]
+            losses.append(model.last_layer.forward(scores, tb))
             labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
-            total_correct += float((scores.argmax(axis=1) == labels).sum())
-        return total_loss, total_correct
+            correct.append((scores.argmax(axis=1) == labels).sum())
+            rows.append(xb.shape[0])
+        if not rows:
+            return 0.0, 0.0
+        host = self._to_host(losses + correct)           # the device values read back at once
+        return float(host[:len(rows)] @ np.array(rows, dtype=np.float64)), float(host[len(rows):].sum())
 
     # -- distributed ----------------------------------------------------------------------------
     def _dist_start(self, D, x, t, val):
