@@ -136,13 +136,17 @@ _streams: dict = {}
 
 
 def stream(dev):
-    """Numba's handle on CuPy's current stream (0, the default stream, in the simulator)."""
+    """Numba's handle on CuPy's current stream of GPU ``dev`` (0, the default stream, in the
+    simulator), made once per (GPU, stream): numba-cuda caches launch configurations per stream
+    object, and a handle belongs to the context of the GPU that was current when it was made (the
+    null stream's pointer, 0, is the same on every GPU)."""
     if dev.simulated:
         return 0
-    ptr = dev.xp.cuda.get_current_stream().ptr
-    s = _streams.get(ptr)
-    if s is None:
-        from numba import cuda
+    with dev:
+        key = (dev.index, dev.xp.cuda.get_current_stream().ptr)
+        s = _streams.get(key)
+        if s is None:
+            from numba import cuda
 
-        s = _streams[ptr] = cuda.external_stream(ptr)
+            s = _streams[key] = cuda.external_stream(key[1])
     return s
