@@ -139,14 +139,14 @@ def stream(dev):
     """Numba's handle on CuPy's current stream of GPU ``dev`` (0, the default stream, in the
     simulator), made once per (GPU, stream): numba-cuda caches launch configurations per stream
     object, and a handle belongs to the context of the GPU that was current when it was made (the
-    null stream's pointer, 0, is the same on every GPU)."""
+    null stream's pointer, 0, is the same on every GPU).  Called by :func:`launch`, with ``dev``
+    current."""
     if dev.simulated:
         return 0
-    with dev:
-        key = (dev.index, dev.xp.cuda.get_current_stream().ptr)
-        s = _streams.get(key)
-        if s is None:
-            from numba import cuda
+    key = (dev.index, dev.xp.cuda.get_current_stream().ptr)
+    s = _streams.get(key)
+    if s is None:
+        from numba import cuda
 
-            s = _streams[key] = cuda.external_stream(key[1])
+        s = _streams[key] = cuda.external_stream(key[1])
     return s
