@@ -99,6 +99,7 @@ def test_every_signature_compiles_for_real(launched, tmp_path):
     out = subprocess.run([sys.executable, "-m", "gpunn.kernels.compile_check", str(path), *ccs],
                          env=env, capture_output=True, text=True, timeout=900)
     report = out.stdout + out.stderr
+    print(report)  # the table, for ``pytest -rP``
     assert out.returncode == 0, report
     n_kernels = len({(topic, name) for topic, name, _ in launched})
     for cc in CCS:
