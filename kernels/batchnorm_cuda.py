@@ -27,6 +27,19 @@ from . import batchnorm as rules
 MAX_THREADS = 256
 """Threads per block at most (the size of the shared reduction arrays)."""
 
+BACKWARD_SHARED = 2 * MAX_THREADS
+"""Size of ``backward``'s shared array: the Σdy and Σdy·x̂ trees, ``MAX_THREADS`` each.  A module-level
+constant because ``cuda.shared.array`` needs a compile-time constant: the real compiler rejects an
+expression such as ``2 * MAX_THREADS`` in the kernel (a ``TypingError``; the simulator accepts it)."""
+
+FLOAT64_INTENDED = {
+    "forward_train": "the block's partial sums meet in a float64 shared-memory tree, and the per-feature "
+                     "mean, 1/sqrt(var + eps) and running statistics are computed in float64",
+    "backward": "the block's partial sums of dy and dy*xhat meet in a float64 shared-memory tree",
+}
+"""Kernels whose float32 versions use float64 on purpose (see the module docstring): the real-compiler
+check (:mod:`gpunn.kernels.compile_check`) accepts float64 instructions in these, and only these."""
+
 
 @cuda.jit(device=True)
 def _tree(sh, base, tx, ty, W, TY):
@@ -98,7 +111,7 @@ def backward(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, inv_n, zero):
     TY = cuda.blockDim.y
     c = cuda.blockIdx.x * W + tx
     valid = c < C
-    sh = cuda.shared.array(2 * MAX_THREADS, float64)
+    sh = cuda.shared.array(BACKWARD_SHARED, float64)
 
     m = mean[c] if valid else zero
     s = invstd[c] if valid else zero

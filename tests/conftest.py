@@ -5,6 +5,9 @@
   simulator).  ``NUMBA_ENABLE_CUDASIM=1`` is set here, before anything imports numba.
 * ``GPUNN_TEST_DEVICE=cuda``: the same tests run on the real GPU (no simulator), strictly: a
   missing GPU is an error, not a fallback.
+* The argument types of every CUDA kernel launch of the session are recorded
+  (``gpunn.kernels.record_signatures``), and ``test_cuda_compile.py`` -- the real-compiler gate,
+  which compiles them all -- runs last.
 """
 
 import os
@@ -16,6 +19,22 @@ if not REAL_GPU:
 import pytest  # noqa: E402
 
 DEVICES = ["cpu", "cuda"]
+
+GATE = "test_cuda_compile.py"
+"""The real-compiler gate: it compiles what every other test launched, so it runs last."""
+
+
+def pytest_configure(config):
+    """Record the argument types of every CUDA launch from the start of the session."""
+    import gpunn.kernels
+
+    gpunn.kernels.record_signatures()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Move the tests of the real-compiler gate (``GATE``) to the end, in their own order."""
+    gate = [item for item in items if item.path.name == GATE]
+    items[:] = [item for item in items if item.path.name != GATE] + gate
 
 
 @pytest.fixture(params=DEVICES)
