@@ -21,6 +21,11 @@ Conventions (PyTorch's ``BatchNorm1d``, chosen and tested):
   normalisation in training mode uses the biased σ², as everyone does;
 * running mean starts at 0, running variance at 1.
 
+Saito's conventions are options: ``BatchNorm(..., eps=1e-6, momentum=0.1, unbiased=False,
+running_var_init=0.0)`` (``MLP(..., bn_eps=1e-6, bn_unbiased=False, bn_running_var_init=0.0)``) is
+his ``BatchNormalization`` -- biased running variance, starting at 0 -- and with ``unbiased=False`` a
+training batch of one row is allowed (its variance is 0: x̂ = 0, y = β).
+
 Inside an :class:`~gpunn.MLP` (``batchnorm=True``) γ and β are views of the model's flat parameter
 buffer (``params["gamma1"]``, ``params["beta1"]``, …, not weight-decayed) and their gradients views of
 the gradient buffer; the running statistics are the model's *buffers* (``net.buffers``,
@@ -76,12 +81,14 @@ class BatchNorm(Layer):
 
     ``gamma``, ``beta`` (parameters), ``dgamma``, ``dbeta`` (their gradients, written by
     :meth:`backward`) and ``running_mean``, ``running_var`` may be given as views of a model's buffers;
-    any left out are allocated (γ = 1, β = 0, running mean 0, running variance 1).
+    any left out are allocated (γ = 1, β = 0, running mean 0, running variance ``running_var_init``).
+    ``unbiased``: update the running variance with the unbiased batch variance σ²·N/(N−1) (True,
+    PyTorch) or the biased σ² (False, Saito; then a training batch of one row is allowed).
     """
 
     def __init__(self, dev, num_features: int, *, gamma=None, beta=None, dgamma=None, dbeta=None,
                  running_mean=None, running_var=None, eps: float = EPS, momentum: float = MOMENTUM,
-                 dtype="float32"):
+                 dtype="float32", unbiased: bool = True, running_var_init: float = 1.0):
         dev = get_device(dev)
         super().__init__(dev.xp)
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
@@ -90,6 +97,10 @@ class BatchNorm(Layer):
         self.num_features = C = num_features
         self.eps = check_hyper("eps", eps, low=0, low_open=True)
         self.momentum = check_hyper("momentum", momentum, low=0, high=1)
+        if not isinstance(unbiased, bool):
+            raise TypeError(f"unbiased must be True or False, got {unbiased!r}")
+        self.unbiased = unbiased
+        running_var_init = check_hyper("running_var_init", running_var_init, low=0)
         dt = dev.dtype(gamma.dtype if gamma is not None else dtype)
         self.dtype = dt
         xp = dev.xp
@@ -105,7 +116,7 @@ class BatchNorm(Layer):
         with dev:
             self.gamma, self.beta = own(gamma, 1), own(beta, 0)
             self.dgamma, self.dbeta = own(dgamma, 0), own(dbeta, 0)
-            self.running_mean, self.running_var = own(running_mean, 0), own(running_var, 1)
+            self.running_mean, self.running_var = own(running_mean, 0), own(running_var, running_var_init)
             self.mean = xp.zeros(C, dtype=dt)      # the last training batch's μ (saved for backward)
             self.invstd = xp.zeros(C, dtype=dt)    # and its 1/√(σ² + ε)
         self._scale = None                     # CPU evaluation scratch (C,)
@@ -152,18 +163,20 @@ class BatchNorm(Layer):
         y = self._out("y", x)
         s = self._scalar
         if train:
-            if n < 2:
+            if n < 2 and self.unbiased:
                 raise ValueError(f"BatchNorm in training mode needs a batch of at least 2 rows (got {n}): "
-                                 "the batch variance of one sample is 0.  Use a larger batch, or "
-                                 "evaluation mode (train=False), which uses the running statistics")
+                                 "the unbiased batch variance of one sample is undefined.  Use a larger "
+                                 "batch, evaluation mode (train=False), which uses the running "
+                                 "statistics, or unbiased=False (Saito's biased running variance)")
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var, self.mean, self.invstd,
                     y)
             hyper = (s(self.eps), s(self.momentum), s(1.0 - self.momentum))
+            ddof = Device.scalar(1 if self.unbiased else 0, "int64")
             if self.dev.is_cuda:
                 launch(self.dev, "batchnorm", "forward_train", tile_shape(self.dev, self.num_features),
-                       *args, *hyper, s(0))
+                       *args, *hyper, ddof, s(0))
             else:
-                _cpu.forward_train_cpu(*args, *self._workspace(n), *hyper)
+                _cpu.forward_train_cpu(*args, *self._workspace(n), *hyper, ddof)
             self.x = x
         else:
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var)
@@ -199,20 +212,22 @@ class BatchNorm(Layer):
         return dx
 
     def __repr__(self):
-        return f"BatchNorm({self.num_features}, eps={self.eps:g}, momentum={self.momentum:g})"
+        extra = "" if self.unbiased else ", unbiased=False"
+        return f"BatchNorm({self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}{extra})"
 
 
 # ------------------------------------------------------------------------------------------------
 # NumPy reference (the textbook's multi-operation code, for tests and benchmarks)
 # ------------------------------------------------------------------------------------------------
 def batchnorm_forward_reference(x, gamma, beta, running_mean, running_var, train: bool = True,
-                                eps: float = EPS, momentum: float = MOMENTUM, xp=None):
+                                eps: float = EPS, momentum: float = MOMENTUM, xp=None, unbiased: bool = True):
     """``(y, cache)``, Saito's ``BatchNormalization.forward`` with gpunn's conventions; updates
-    ``running_mean``/``running_var`` in place in training mode.  ``xp`` defaults to NumPy."""
+    ``running_mean``/``running_var`` in place in training mode (with the unbiased batch variance, or
+    the biased one with ``unbiased=False``).  ``xp`` defaults to NumPy."""
     xp = host_xp() if xp is None else xp
     if train:
         n = x.shape[0]
-        if n < 2:
+        if n < 2 and unbiased:
             raise ValueError("training mode needs a batch of at least 2 rows")
         mu = x.mean(axis=0)
         xc = x - mu
@@ -220,7 +235,7 @@ def batchnorm_forward_reference(x, gamma, beta, running_mean, running_var, train
         std = xp.sqrt(var + eps)
         xn = xc / std
         running_mean[...] = (1 - momentum) * running_mean + momentum * mu
-        running_var[...] = (1 - momentum) * running_var + momentum * var * (n / (n - 1))
+        running_var[...] = (1 - momentum) * running_var + momentum * var * (n / (n - 1) if unbiased else 1)
         cache = (xc, std, xn, gamma)
     else:
         xn = (x - running_mean) / xp.sqrt(running_var + eps)

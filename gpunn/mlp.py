@@ -70,6 +70,14 @@ class MLP:
         optimizers' own ``weight_decay`` does the gradient part only; use one or the other.)
     bn_momentum, bn_eps : BatchNorm's running-statistics momentum (weight of the new batch, PyTorch
         convention: 0.1 ≙ Saito's 0.9) and ε (see :mod:`gpunn.batchnorm`).
+    bn_unbiased, bn_running_var_init : the running variance is updated with the unbiased batch
+        variance (True, default, PyTorch) or the biased one (False, Saito: then a training batch of
+        one row is allowed), and starts at ``bn_running_var_init`` (1.0; Saito's is 0.0).
+    dropout_inverted : True (default): inverted dropout (survivors scaled by 1/(1−p) in training);
+        False: Saito's (no scaling in training, ×(1−p) in evaluation mode).
+    dropout_rand : None (default): masks from gpunn's seeded, device-independent hash kernel; or a
+        host function ``rand(*shape)`` of uniforms in [0, 1) such as ``numpy.random.rand``: masks
+        ``rand(*shape) > p`` drawn in layer order and copied to the device (Saito's masks).
     fused : ``True`` (default): the fast path -- fused Numba kernels (bias + activation, activation
         gradient + bias gradient, softmax cross-entropy forward + backward), buffers reused per
         batch size, no ∂L/∂x for the first layer.  ``False``: the textbook's array code, layer by
@@ -85,7 +93,8 @@ class MLP:
     def __init__(self, input_size: int, hidden_sizes, output_size: int, activation="relu", init="auto",
                  loss="cross_entropy", device="cpu", dtype="float32", seed=None, *, batchnorm: bool = False,
                  dropout=0.0, weight_decay: float = 0.0, bn_momentum: float = MOMENTUM, bn_eps: float = EPS,
-                 fused: bool = True):
+                 fused: bool = True, bn_unbiased: bool = True, bn_running_var_init: float = 1.0,
+                 dropout_inverted: bool = True, dropout_rand=None):
         self.device = dev = get_device(device)
         self.dtype = dev.dtype(dtype)
         self.xp = dev.xp
@@ -109,9 +118,12 @@ class MLP:
         self.weight_decay = check_hyper("weight_decay", weight_decay, low=0)
         self.bn_momentum = check_hyper("bn_momentum", bn_momentum, low=0, high=1)
         self.bn_eps = check_hyper("bn_eps", bn_eps, low=0, low_open=True)
-        if not isinstance(fused, bool):
-            raise TypeError(f"fused must be True or False, got {fused!r}")
-        self.fused = fused
+        self.bn_running_var_init = check_hyper("bn_running_var_init", bn_running_var_init, low=0)
+        self.bn_unbiased, self.dropout_inverted, self.fused = _flags(
+            bn_unbiased=bn_unbiased, dropout_inverted=dropout_inverted, fused=fused)
+        if dropout_rand is not None and not callable(dropout_rand):
+            raise TypeError(f"dropout_rand must be None or a function rand(*shape), got {dropout_rand!r}")
+        self.dropout_rand = dropout_rand
         with dev:  # cuda:N: every array of the model on GPU N
             self._build(inits, drops, seed, loss)
 
@@ -145,18 +157,21 @@ class MLP:
                 if batchnorm:
                     self.params[f"gamma{i}"] = 1
                     rm = self.buffers[f"running_mean{i}"] = xp.zeros(sizes[i], dtype=self.dtype)
-                    rv = self.buffers[f"running_var{i}"] = xp.ones(sizes[i], dtype=self.dtype)
+                    rv = self.buffers[f"running_var{i}"] = xp.full(sizes[i], self.bn_running_var_init,
+                                                                   dtype=self.dtype)
                     self.layers.append(BatchNorm(
                         dev, sizes[i], gamma=self.params[f"gamma{i}"], beta=self.params[f"beta{i}"],
                         dgamma=self.grads[f"gamma{i}"], dbeta=self.grads[f"beta{i}"], running_mean=rm,
-                        running_var=rv, eps=self.bn_eps, momentum=self.bn_momentum))
+                        running_var=rv, eps=self.bn_eps, momentum=self.bn_momentum,
+                        unbiased=self.bn_unbiased))
                 self.layers.append(get_activation(self.activations[i - 1], xp, dev=fdev))
         # dropout generators are seeded from the weight generator after the weights: the weights do
         # not depend on whether dropout is on
         for i, p in enumerate(drops):
             if p > 0:
                 at = self.layers.index(self._activation_layer(i)) + 1
-                self.layers.insert(at, Dropout(dev, p, seed=int(rng.integers(0, 1 << 62))))
+                self.layers.insert(at, Dropout(dev, p, seed=int(rng.integers(0, 1 << 62)),
+                                               inverted=self.dropout_inverted, rand=self.dropout_rand))
         self.last_layer = get_loss(loss, xp)
         if fused:
             self._wire_fast_path()
@@ -327,6 +342,14 @@ class MLP:
             extra += f", weight_decay={self.weight_decay:g}"
         return (f"MLP({body}, activations={self.activations}, loss={type(self.last_layer).__name__}"
                 f"{extra}, device={self.device.name!r}, dtype={self.dtype.name})")
+
+
+def _flags(**flags):
+    """The values of boolean options, in order; ``TypeError`` naming the first that is not a bool."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    return tuple(flags.values())
 
 
 def _per_layer(what, value, n):

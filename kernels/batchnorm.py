@@ -7,7 +7,10 @@ Forward (training)::
 
     μ_c = mean_n x[n, c]        σ²_c = mean_n (x[n, c] − μ_c)²        s_c = 1/√(σ²_c + ε)
     y[n, c] = (x[n, c] − μ_c) · (γ_c s_c) + β_c
-    running_mean ← (1 − m)·running_mean + m·μ        running_var ← (1 − m)·running_var + m·σ²·N/(N−1)
+    running_mean ← (1 − m)·running_mean + m·μ     running_var ← (1 − m)·running_var + m·Σ(x − μ)²/(N − ddof)
+
+(``ddof`` = 1: the unbiased batch variance, PyTorch's convention; ``ddof`` = 0: the biased one, as in
+*Deep Learning from Scratch*.)
 
 Backward (x̂ = (x − μ)·s is recomputed from ``x``, never stored)::
 
@@ -215,9 +218,9 @@ def _dx_rows(dy, x, lo, hi, mean, invstd, k, mb, mg, dx):
 
 
 @njit(**SERIAL_OPTIONS)
-def _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, scale, eps, mom, omm):
+def _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, scale, eps, mom, omm, ddof):
     """Merge the chunks' (mean, M2) with Chan et al.'s formula; write μ, s = 1/√(σ² + ε), the running
-    statistics and ``scale`` = γ·s (array dtype) for the normalisation."""
+    statistics (variance M2/(N − ddof)) and ``scale`` = γ·s (array dtype) for the normalisation."""
     k, C = work.shape[0], work.shape[2]
     for c in range(C):
         na = N // k
@@ -233,7 +236,7 @@ def _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, scale, eps, mom, 
         mean[c] = ma
         invstd[c] = 1.0 / math.sqrt(qa / N + eps)
         rmean[c] = running(rmean[c], mean[c], mom, omm)
-        rvar[c] = running(rvar[c], qa / (N - 1), mom, omm)
+        rvar[c] = running(rvar[c], qa / (N - ddof), mom, omm)
         scale[c] = gamma[c] * invstd[c]
 
 
@@ -255,11 +258,11 @@ def _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, k, mb, mg):
 
 
 @njit(**SERIAL_OPTIONS)
-def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
+def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof):
     """The three forward phases in one Numba call (small batches: one dispatch, not three)."""
     N = x.shape[0]
     _stats_rows(x, 0, N, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1], acc[0, 2])
-    _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm)
+    _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm, ddof)
     _affine_rows(x, 0, N, mean, acc[0, 0], beta, y)
 
 
@@ -281,17 +284,19 @@ def _eval_scale(gamma, rvar, scale, eps, one):
 # --------------------------------------------------------------------------------------------
 # CPU kernels: one serial Numba call per pass, or row chunks on the helper threads
 # --------------------------------------------------------------------------------------------
-def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm):
+def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof=1):
     """Training forward: batch statistics into ``mean``/``invstd`` (saved for backward), running
-    statistics updated in place, ``y`` written.  Needs N ≥ 2."""
+    statistics updated in place (running variance from M2/(N − ``ddof``)), ``y`` written.  Needs
+    N > ``ddof``."""
     k = work.shape[0]
+    ddof = int(ddof)
     if k == 1:
-        _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm)
+        _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof)
         return
     spans = _spans(x.shape[0], k)
     run_chunks(_stats_rows, [(x, lo, hi, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1], acc[j, 2])
                              for j, (lo, hi) in enumerate(spans)])
-    _finalize_stats(x.shape[0], work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm)
+    _finalize_stats(x.shape[0], work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm, ddof)
     run_chunks(_affine_rows, [(x, lo, hi, mean, acc[0, 0], beta, y) for lo, hi in spans])
 
 

@@ -8,7 +8,8 @@ partial sums meet in a float64 shared-memory tree over ``ty``.  Launch: ``grid =
 ``(W, TY)`` threads, ``W·TY ≤ MAX_THREADS`` (:func:`gpunn.batchnorm.tile_shape` picks them).
 
 * ``forward_train`` -- **one launch**: mean (pass 1), variance Σ(x − μ)² (pass 2, the two-pass
-  algorithm: stable in float32), running statistics, then ``y`` (pass 3).  ``x`` is read three
+  algorithm: stable in float32), running statistics (variance Σ(x − μ)²/(N − ``ddof``), ``ddof`` an
+  int64 scalar: 1 unbiased, 0 biased), then ``y`` (pass 3).  ``x`` is read three
   times, but a block re-reads its own tile, which is likely still in L2.
 * ``backward`` -- **one launch**: dβ and dγ (one pass, two accumulators), then dx.
 * ``forward_eval`` -- an elementwise grid-stride loop (no reduction).
@@ -53,7 +54,7 @@ def _tree(sh, base, tx, ty, W, TY):
 
 
 @cuda.jit
-def forward_train(x, gamma, beta, rmean, rvar, mean, invstd, y, eps, mom, omm, zero):
+def forward_train(x, gamma, beta, rmean, rvar, mean, invstd, y, eps, mom, omm, ddof, zero):
     N = x.shape[0]
     C = x.shape[1]
     tx = cuda.threadIdx.x
@@ -90,7 +91,7 @@ def forward_train(x, gamma, beta, rmean, rvar, mean, invstd, y, eps, mom, omm, z
         q = sh[tx]
         invstd[c] = 1.0 / math.sqrt(q / N + eps)
         rmean[c] = rules.running(rmean[c], m, mom, omm)
-        rvar[c] = rules.running(rvar[c], q / (N - 1), mom, omm)
+        rvar[c] = rules.running(rvar[c], q / (N - ddof), mom, omm)
     cuda.syncthreads()
 
     # pass 3: y = (x − μ)·γs + β

@@ -75,6 +75,14 @@ def nesterov(p, g, b, lr, mu):
 
 
 @njit(**RULE_OPTIONS)
+def nesterov_saito(p, g, v, lr, mu, mu2, c):
+    """Nesterov as in *Deep Learning from Scratch*: v ← μ v − η g;  θ ← θ + μ² v − (1+μ) η g, with the
+    *new* v (``mu2`` = μ·μ and ``c`` = (1+μ)·η computed on the host, in his order of operations)."""
+    v = mu * v - lr * g
+    return p + mu2 * v - c * g, v
+
+
+@njit(**RULE_OPTIONS)
 def adagrad(p, g, r, lr, eps):
     """AdaGrad: r ← r + g⊙g;  θ ← θ − η g / (√r + ε)."""
     r = r + g * g
@@ -185,6 +193,27 @@ def nesterov_cpu(p, g, b, lr, mu, wd, n_decay):
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
             nesterov_span(p[lo:hi], g[lo:hi], b[lo:hi], lr, mu, wd, split(n_decay, lo, hi))
+
+
+@njit(**SERIAL_OPTIONS)
+def nesterov_saito_span(p, g, v, lr, mu, mu2, c, wd, s):
+    for i in range(s):
+        p[i], v[i] = nesterov_saito(p[i], g[i] + wd * p[i], v[i], lr, mu, mu2, c)
+    p, g, v = p[s:], g[s:], v[s:]
+    for i in range(p.size):
+        p[i], v[i] = nesterov_saito(p[i], g[i], v[i], lr, mu, mu2, c)
+
+
+@njit(**CPU_OPTIONS)
+def nesterov_saito_cpu(p, g, v, lr, mu, mu2, c, wd, n_decay):
+    n = p.size
+    k = n_chunks(n)
+    if k == 1:
+        nesterov_saito_span(p, g, v, lr, mu, mu2, c, wd, min(n_decay, n))
+    else:
+        for i in prange(k):
+            lo, hi = i * n // k, (i + 1) * n // k
+            nesterov_saito_span(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, mu2, c, wd, split(n_decay, lo, hi))
 
 
 @njit(**SERIAL_OPTIONS)

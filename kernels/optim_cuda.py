@@ -40,6 +40,15 @@ def nesterov(p, g, b, lr, mu, wd, n_decay):
 
 
 @cuda.jit
+def nesterov_saito(p, g, v, lr, mu, mu2, c, wd, n_decay):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        gi = g[i] + wd * p[i] if i < n_decay else g[i]
+        pi, vi = rules.nesterov_saito(p[i], gi, v[i], lr, mu, mu2, c)
+        p[i] = pi
+        v[i] = vi
+
+
+@cuda.jit
 def adagrad(p, g, r, lr, eps, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]

@@ -53,6 +53,10 @@ class Nesterov(Optimizer):
     coincide at the start and at convergence).  The buffer b is in gradient units, as in PyTorch,
     so a learning-rate schedule scales the whole step.
 
+    ``form="saito"`` is the rule of *Deep Learning from Scratch*'s ``Nesterov`` instead (a different
+    trajectory, not a re-parametrisation): v ← μ v − η g;  θ ← θ + μ² v − (1+μ) η g, with the *new*
+    v; its state is ``v``.
+
     Defaults: ``lr=0.01``, ``momentum=0.9`` (ai-edu's default for NAG), ``weight_decay=0``.
     State: ``b``.
     """
@@ -60,9 +64,23 @@ class Nesterov(Optimizer):
     rule = "nesterov"
     slots = ("b",)
     momentum = unit_interval()
+    FORMS = ("pytorch", "saito")
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, device=None):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, device=None, *,
+                 form: str = "pytorch"):
+        if form not in self.FORMS:
+            raise ValueError(f"form must be 'pytorch' or 'saito', got {form!r}")
         super().__init__(lr, weight_decay, device, momentum=momentum)
+        self.form = form
+        if form == "saito":
+            self.rule, self.slots = "nesterov_saito", ("v",)
 
     def hyper(self):
+        if self.form == "saito":
+            mu = self.momentum
+            return (self.lr, mu, mu * mu, (1 + mu) * self.lr)
         return (self.lr, self.momentum)
+
+    def __repr__(self) -> str:
+        r = super().__repr__()
+        return r if self.form == "pytorch" else r[:-1] + ", form='saito')"
