@@ -83,7 +83,33 @@ def launch(dev, topic: str, name: str, grid, *args) -> None:
         args = simcupy.kernel_args(dev.index, args)
     blocks, threads = grid
     with dev:
-        cuda_kernel(topic, name)[blocks, threads, stream(dev)](*args)
+        configure(cuda_kernel(topic, name), blocks, threads, stream(dev))(*args)
+
+
+def configure(kernel, blocks, threads, cuda_stream):
+    """``kernel[blocks, threads, cuda_stream]`` without numba-cuda's low-occupancy warning.
+
+    numba-cuda warns (``NumbaPerformanceWarning``, "Grid size N will likely result in GPU
+    under-utilization due to low occupancy") when it builds a launch configuration of fewer than 128
+    blocks (``numba.cuda.dispatcher._LaunchConfiguration``; ``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS``).
+    gpunn's grids are as large as their work (:func:`elementwise_grid`; a 64x16 layer is 4 blocks of
+    256 threads), so for its launches the warning is noise.  The switch is off only while gpunn's own
+    configuration is built (numba-cuda caches configurations per kernel, grid and stream: this is the
+    only moment it could warn), so the user's kernels still warn."""
+    config = _numba_cuda_config()
+    saved = config.CUDA_LOW_OCCUPANCY_WARNINGS
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    try:
+        return kernel[blocks, threads, cuda_stream]
+    finally:
+        config.CUDA_LOW_OCCUPANCY_WARNINGS = saved
+
+
+@cache
+def _numba_cuda_config():
+    from numba.cuda.core import config
+
+    return config
 
 
 _signatures: set | None = None

@@ -15,7 +15,7 @@ from numba import cuda
 from . import activations as rules
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def add_bias(z, b):
     c = z.shape[1]
     for i in range(cuda.grid(1), z.size, cuda.gridsize(1)):
@@ -24,7 +24,7 @@ def add_bias(z, b):
         z[r, j] += b[j]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def col_sum(d, db, zero):
     n = d.shape[0]
     for j in range(cuda.grid(1), db.size, cuda.gridsize(1)):
@@ -34,7 +34,7 @@ def col_sum(d, db, zero):
         db[j] = s
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bias_act(z, b, out, kind, slope, half, one, zero):
     c = z.shape[1]
     for i in range(cuda.grid(1), z.size, cuda.gridsize(1)):
@@ -43,13 +43,13 @@ def bias_act(z, b, out, kind, slope, half, one, zero):
         out[r, j] = rules.forward_rule(z[r, j] + b[j], kind, slope, half, one, zero)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def act(z, out, kind, slope, half, one, zero):
     for i in range(cuda.grid(1), z.size, cuda.gridsize(1)):
         out[i] = rules.forward_rule(z[i], kind, slope, half, one, zero)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def act_grad(d, a, dz, kind, slope, one, zero):
     for i in range(cuda.grid(1), d.size, cuda.gridsize(1)):
         dz[i] = rules.backward_rule(d[i], a[i], kind, slope, one, zero)
@@ -70,7 +70,7 @@ def _shifted_exp_row(y, d, r, zero):
     return m, s
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def softmax_xent(y, t, d, row_loss, inv_n, one, zero, nan):
     """Class-index targets ``t`` (N,): row_loss[r] = −log softmax(y_r)[t_r]; d = (p − onehot)·inv_n.
     A label outside [0, C) (device-resident labels are not checked on the host) makes the row's loss
@@ -92,7 +92,7 @@ def softmax_xent(y, t, d, row_loss, inv_n, one, zero, nan):
         d[r, k] -= inv_n
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def softmax_xent_soft(y, t, d, row_loss, inv_n, one, zero):
     """Targets ``t`` of shape (N, C): row_loss[r] = −Σ t·log softmax(y_r); d = (p − t)·inv_n."""
     n, c = y.shape

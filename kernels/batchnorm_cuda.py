@@ -53,7 +53,7 @@ def _tree(sh, base, tx, ty, W, TY):
         s //= 2
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def forward_train(x, gamma, beta, rmean, rvar, mean, invstd, y, eps, mom, omm, ddof, zero):
     N = x.shape[0]
     C = x.shape[1]
@@ -102,7 +102,7 @@ def forward_train(x, gamma, beta, rmean, rvar, mean, invstd, y, eps, mom, omm, d
             y[n, c] = rules.normalize(x[n, c], m, a, b)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def backward(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, inv_n, zero):
     N = x.shape[0]
     C = x.shape[1]
@@ -141,7 +141,7 @@ def backward(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, inv_n, zero):
             dx[n, c] = rules.dx_rule(dy[n, c], rules.xhat(x[n, c], m, s), k, mb, mg)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def forward_eval(x, gamma, beta, rmean, rvar, y, eps, one):
     C = x.shape[1]
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):

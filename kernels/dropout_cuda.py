@@ -7,7 +7,7 @@ from numba import cuda
 from . import dropout as rules
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def apply(x, out, k0, k1, thr, scale, zero):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         out[i] = x[i] * rules.mask_value(i, k0, k1, thr, scale, zero)

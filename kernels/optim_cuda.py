@@ -14,14 +14,14 @@ from numba import cuda
 from . import optim as rules
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sgd(p, g, lr, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
         p[i] = rules.sgd(p[i], gi, lr)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def momentum(p, g, v, lr, alpha, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -30,7 +30,7 @@ def momentum(p, g, v, lr, alpha, wd, n_decay):
         v[i] = vi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nesterov(p, g, b, lr, mu, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -39,7 +39,7 @@ def nesterov(p, g, b, lr, mu, wd, n_decay):
         b[i] = bi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nesterov_saito(p, g, v, lr, mu, mu2, c, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -48,7 +48,7 @@ def nesterov_saito(p, g, v, lr, mu, mu2, c, wd, n_decay):
         v[i] = vi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def adagrad(p, g, r, lr, eps, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -57,7 +57,7 @@ def adagrad(p, g, r, lr, eps, wd, n_decay):
         r[i] = ri
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def adadelta(p, g, s, r, lr, rho, omrho, eps, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -67,7 +67,7 @@ def adadelta(p, g, s, r, lr, rho, omrho, eps, wd, n_decay):
         r[i] = ri
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def rmsprop(p, g, r, lr, rho, omrho, eps, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -76,7 +76,7 @@ def rmsprop(p, g, r, lr, rho, omrho, eps, wd, n_decay):
         r[i] = ri
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         gi = g[i] + wd * p[i] if i < n_decay else g[i]
@@ -86,7 +86,7 @@ def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
         v[i] = vi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def adamw(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         pi = p[i] - shrink * p[i] if i < n_decay else p[i]
