@@ -58,7 +58,7 @@ from . import checkpoint as _ckpt
 from . import distributed as _dist
 from .backend import host_xp, on_device
 from .progress import progress
-from .validate import check_inputs, check_targets
+from .validate import check_inputs, check_targets, positive_int
 
 np = host_xp()
 
@@ -110,12 +110,6 @@ class _DeferSigint:
             self._old = None
 
 
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
-
-
 class Trainer:
     """Train ``model`` with ``optimizer`` (anything with ``update(params, grads)``).
 
@@ -142,9 +136,10 @@ class Trainer:
                  progress: bool = True, eval_batch_size: int = 2000, verbose: bool = False, *,
                  guard: bool = True, guard_every: int = 1, checkpoint_path=None, checkpoint_every: int = 1,
                  checkpoint_unit: str = "epoch", distributed=False):
-        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                        ("guard_every", guard_every), ("checkpoint_every", checkpoint_every)):
-            _positive_int(name, v)
+        epochs, batch_size, eval_batch_size, guard_every, checkpoint_every = (
+            positive_int(name, v) for name, v in (
+                ("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                ("guard_every", guard_every), ("checkpoint_every", checkpoint_every)))
         missing = [a for a in ("device", "params", "grads", "_gradient", "_forward", "last_layer")
                    if not hasattr(model, a)]
         if missing:

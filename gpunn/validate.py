@@ -4,10 +4,19 @@ instead of a NumPy broadcasting error, a Numba typing error or a silently wrong 
 from __future__ import annotations
 
 import math
+import numbers
 
 from .backend import is_device_array
 
-__all__ = ["check_inputs", "check_targets", "check_finite", "check_hyper"]
+__all__ = ["check_inputs", "check_targets", "check_finite", "check_hyper", "positive_int"]
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as a Python ``int`` if it is a whole number >= 1 (a Python or NumPy integer; not a
+    bool, a float or a string), else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (a Python or NumPy int >= 1), got {value!r}")
+    return int(value)
 
 
 def _kind(a) -> str:

@@ -84,11 +84,11 @@ MLP_CASES = [
     case(lambda: mlp().accuracy(X, [0, 1, 3, 0]), ValueError, r"labels must be in \[0, 2\]",
          "accuracy-label"),
     case(lambda: mlp().loss(X[:0], T[:0]), ValueError, "empty batch", "loss-empty"),
-    case(lambda: gpunn.MLP(6.0, [5], 3), ValueError, "positive integers", "size-float"),
-    case(lambda: gpunn.MLP(True, [5], 3), ValueError, "positive integers", "size-bool"),
-    case(lambda: gpunn.MLP(6, [5, -1], 3), ValueError, "positive integers", "size-negative"),
-    case(lambda: gpunn.MLP(6, "5", 3), ValueError, "positive integers", "hidden-str"),
-    case(lambda: gpunn.MLP(6, [5], 0), ValueError, "positive integers", "output-0"),
+    case(lambda: gpunn.MLP(6.0, [5], 3), ValueError, "must be a positive integer", "size-float"),
+    case(lambda: gpunn.MLP(True, [5], 3), ValueError, "must be a positive integer", "size-bool"),
+    case(lambda: gpunn.MLP(6, [5, -1], 3), ValueError, "must be a positive integer", "size-negative"),
+    case(lambda: gpunn.MLP(6, "5", 3), ValueError, "must be a positive integer", "hidden-str"),
+    case(lambda: gpunn.MLP(6, [5], 0), ValueError, "must be a positive integer", "output-0"),
     case(lambda: mlp(dtype="int32"), ValueError, "float32 or float64", "dtype-int"),
     case(lambda: mlp(device=3), TypeError, "device must be a str", "device-int"),
     case(lambda: mlp(activation=None), TypeError, "activation must be a name", "activation-none"),
@@ -525,3 +525,23 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
         D._download_file("https://example.invalid/x.gz", dest, ("md5", hashlib.md5(payload).hexdigest()),
                          False)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15: NumPy integers, odd label byte order, targets, schedules, IDX, MSE targets
+# --------------------------------------------------------------------------------------------------
+def test_numpy_integers_are_accepted_wherever_python_ints_are():
+    net = gpunn.MLP(np.int64(6), np.array([5, 4]), np.int32(3), seed=0)
+    assert net.sizes == [6, 5, 4, 3] and all(type(s) is int for s in net.sizes)
+    assert gpunn.MLP(6, np.int64(5), 3).sizes == [6, 5, 3]
+    tr = gpunn.Trainer(net, optim.SGD(), epochs=np.int64(2), batch_size=np.int64(2),
+                       eval_batch_size=np.uint16(8), guard_every=np.int8(1), checkpoint_every=np.int64(1),
+                       progress=False)
+    assert type(tr.batch_size) is int and type(tr.epochs) is int
+    assert len(tr.fit(X, T)["loss"]) == 2
+    sched = optim.StepLR(optim.SGD(), step_size=np.int64(3))
+    assert sched.step_size == 3
+    with pytest.raises(ValueError, match=r"batch_size must be a positive integer .*got np.int64\(0\)"):
+        gpunn.Trainer(net, optim.SGD(), batch_size=np.int64(0))
+    with pytest.raises(ValueError, match=r"hidden_sizes\[0\] must be a positive integer"):
+        gpunn.MLP(6, np.array([5.0, 4.5]), 3)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..validate import check_hyper
+from ..validate import check_hyper, positive_int
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "WarmupLR"]
 
@@ -64,9 +64,7 @@ class StepLR(LRScheduler):
     """η_t = η₀ · γ^⌊t / step_size⌋ (multiply by ``gamma`` every ``step_size`` steps)."""
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.step_size = step_size
+        self.step_size = positive_int("step_size", step_size)
         self.gamma = check_hyper("gamma", gamma, low=0)
         super().__init__(optimizer)
 
@@ -90,9 +88,7 @@ class CosineAnnealingLR(LRScheduler):
     (Loshchilov & Hutter's SGDR without restarts; PyTorch's closed form)."""
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
-        if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
-            raise ValueError(f"T_max must be a positive integer, got {T_max!r}")
-        self.T_max = T_max
+        self.T_max = positive_int("T_max", T_max)
         self.eta_min = check_hyper("eta_min", eta_min, low=0)
         super().__init__(optimizer)
 
@@ -111,9 +107,7 @@ class WarmupLR(LRScheduler):
 
     def __init__(self, optimizer, warmup_steps: int, start_factor: float = 0.1,
                  then: LRScheduler | None = None):
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be a positive integer, got {warmup_steps!r}")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = positive_int("warmup_steps", warmup_steps)
         self.start_factor = check_hyper("start_factor", start_factor, low=0, high=1)
         if then is not None and then.optimizer is not optimizer:
             raise ValueError("then= must be a schedule of the same optimizer")
