@@ -291,13 +291,14 @@ class MLP:
     def _t(self, t, n):
         # fast path: 1-D int64 class indices on the host, checked by one Numba pass (no device sync)
         if (self.fused and _host_device().owns(t) and t.ndim == 1 and t.shape[0] == n and n
-                and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.flags.c_contiguous
-                and _act.labels_ok_cpu(t, self.n_classes)):
+                and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.dtype.isnative
+                and t.flags.c_contiguous and _act.labels_ok_cpu(t, self.n_classes)):
             return self.device.to_device(t) if self.device.is_cuda else t
         # device-resident targets: values unread (no host sync); the fused CUDA loss makes the loss of
         # a row whose label is out of range NaN, which the Trainer's guard reports
         return check_targets(self.device, t, n, self.n_classes, self.dtype, "t",
-                             values=not (self.fused and is_device_array(t)))
+                             values=not (self.fused and is_device_array(t)),
+                             distribution=getattr(self.last_layer, "targets_distribution", False))
 
     # -- misc ---------------------------------------------------------------------------------
     @property

@@ -214,14 +214,16 @@ class Trainer:
         model = self.model
         dev = model.device
         x = check_inputs(dev, x, model.sizes[0], model.dtype, "x")
-        t = check_targets(dev, t, x.shape[0], model.n_classes, model.dtype, "t")
+        soft = getattr(model.last_layer, "targets_distribution", False)  # (values read once per fit)
+        t = check_targets(dev, t, x.shape[0], model.n_classes, model.dtype, "t", distribution=soft)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (x_val, t_val)")
             xv, tv = validation_data
             xv = check_inputs(dev, xv, model.sizes[0], model.dtype, "validation x")
-            val = xv, check_targets(dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t")
+            val = xv, check_targets(dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t",
+                                    distribution=soft)
         n = x.shape[0]
         bs = self.batch_size
         D = self._multi

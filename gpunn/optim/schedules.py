@@ -33,20 +33,33 @@ class LRScheduler:
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
         self.last_step = 0
-        self.optimizer.lr = self.lr_at(0)
+        self.optimizer.lr = self._lr(0)
 
     def lr_at(self, step: int) -> float:
         raise NotImplementedError
 
+    def _lr(self, step: int) -> float:
+        """``lr_at(step)``, or a ValueError when it is not a finite float (e.g. γ > 1 compounding)."""
+        try:
+            lr = float(self.lr_at(step))
+        except OverflowError:
+            lr = math.inf
+        if not math.isfinite(lr):
+            raise ValueError(f"{self!r}: the learning rate at step {step} is not a finite float (it "
+                             f"overflows); with gamma > 1 the rate grows without bound -- use gamma <= 1 or "
+                             "fewer steps")
+        return lr
+
     def step(self) -> float:
         """Advance one step; set and return the optimizer's new ``lr``."""
+        lr = self._lr(self.last_step + 1)
         self.last_step += 1
-        self.optimizer.lr = lr = self.lr_at(self.last_step)
+        self.optimizer.lr = lr
         return lr
 
     def get_last_lr(self) -> float:
         """The learning rate of the current step."""
-        return self.lr_at(self.last_step)
+        return self._lr(self.last_step)
 
     def state_dict(self) -> dict:
         return {"base_lr": self.base_lr, "last_step": self.last_step}
@@ -54,7 +67,7 @@ class LRScheduler:
     def load_state_dict(self, state: dict) -> None:
         self.base_lr = check_hyper("base_lr", float(state["base_lr"]), low=0)
         self.last_step = int(state["last_step"])
-        self.optimizer.lr = self.lr_at(self.last_step)
+        self.optimizer.lr = self._lr(self.last_step)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_lr={self.base_lr}, last_step={self.last_step})"
