@@ -183,7 +183,9 @@ def test_keyboard_interrupt_raised_inside_a_step(tmp_path, capsys):
 
 
 def test_guard_is_one_check_per_step(monkeypatch):
-    """Cheap path: one finiteness reduction per step; no per-array diagnosis unless it fails."""
+    """Cheap path: one finiteness reduction per step (which also covers the parameters the previous
+    update wrote), plus one per epoch for the epoch's last update; no per-array diagnosis unless it
+    fails."""
     tr = trainer(epochs=1)
     calls = {"isfinite": 0, "isnan": 0}
     xp = tr.model.xp
@@ -196,7 +198,7 @@ def test_guard_is_one_check_per_step(monkeypatch):
 
     tr.model.xp = Counting()
     tr.fit(X, T)
-    assert calls == {"isfinite": 3, "isnan": 0}
+    assert calls == {"isfinite": 3 + 1, "isnan": 0}
 
 
 def test_interrupt_inside_a_batchnorm_forward_keeps_the_old_checkpoint(tmp_path, capsys):
@@ -213,3 +215,54 @@ def test_interrupt_inside_a_batchnorm_forward_keeps_the_old_checkpoint(tmp_path,
     hook_gradient(tr, 4, stop)
     assert tr.fit(X, T)["interrupted"]
     assert ckpt.read_metadata(path)["trainer"]["step"] == 2 and "not rewritten" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 item 9: hyper-parameters not finite in the model's dtype; updates that damage the model
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, match", [
+    (lambda: optim.SGD(lr=1e39), r"lr=1e\+39 is not finite in float32"),
+    (lambda: optim.Adam(eps=1e-50), r"eps=1e-50 rounds to 0 in float32"),
+    (lambda: optim.Momentum(lr=0.1, weight_decay=1e39), r"weight_decay=1e\+39 is not finite in float32"),
+])
+def test_hyper_parameters_must_be_finite_in_the_models_dtype(make, match):
+    model = gpunn.MLP(6, [5], 3, seed=1)
+    with pytest.raises(ValueError, match=match):
+        gpunn.Trainer(model, make(), progress=False)          # refused up front
+    with pytest.raises(ValueError, match=match):
+        make().update(model.params, model.grads)               # and by the textbook loop's first step
+    gpunn.Trainer(gpunn.MLP(6, [5], 3, dtype="float64"), make(), progress=False)  # fine in float64
+
+
+def test_a_schedule_cannot_push_lr_past_the_models_dtype():
+    opt = optim.SGD(lr=1e38)
+    trainer_ = gpunn.Trainer(gpunn.MLP(6, [5], 3, seed=1), opt, progress=False)
+    assert trainer_.optimizer is opt
+    with pytest.raises(ValueError, match="not finite in float32"):
+        opt.lr = 1e39
+    assert opt.lr == 1e38
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("at_step", [2, 3])  # inside an epoch (seen by step 3's check) / its last step
+def test_an_update_that_makes_parameters_non_finite_is_caught_as_that_step(dev, at_step):
+    """Finite gradients, a finite lr, but lr·g overflows float32: the guard blames that step's update
+    and puts the parameters back as they were before it."""
+    tr = trainer(dev, checkpoint_path=None)
+    tr.optimizer = optim.SGD(lr=1e37)  # finite in float32; lr * g is not, once the gradient is > 34
+    seen = {}
+
+    def blow_up(model):
+        seen["before"] = to_numpy(model.params.flat).copy()
+        model.grads["W1"][0, 0] = 1e3  # finite; the update W1 -= 1e37 * 1e3 overflows to -inf
+
+    hook_gradient(tr, at_step, blow_up)
+    with pytest.raises(TrainingDivergedError) as info:
+        tr.fit(X, T)
+    err = info.value
+    assert (err.step, err.epoch, err.quantity) == (at_step, 1, "params['W1']")
+    assert f"training diverged at step {at_step} (epoch 1, batch {at_step} of 3)" in str(err)
+    assert "update made the parameters non-finite" in str(err) and "restored" in str(err)
+    np.testing.assert_array_equal(to_numpy(tr.model.params.flat), seen["before"])
+    assert tr.step == at_step - 1 and len(tr.history["iter_loss"]) == at_step - 1
+    assert tr.history["loss"] == []  # the epoch was not recorded with broken parameters
