@@ -34,11 +34,12 @@ returns the history.  A second Ctrl-C stops at once.  Calling ``fit`` again cont
 is the **global** batch B, of which each rank computes the gradient of its B/N examples, and the
 flat gradient buffer is averaged over the ranks (one allreduce per step: MPI on the CPU, NCCL on
 GPUs) before every rank applies the same optimizer step.  k steps then equal k steps of one process
-with batch B, up to float rounding.  At the start of each ``fit`` the ranks check that they agree on
-the run (data size and a sample of it, batch size, position, data-order seed, model size) and take
-rank 0's parameters.  The epoch's loss/accuracy (and the per-step losses) are global means, reduced
+with batch B, up to float rounding.  At the start of each ``fit`` the ranks check, in one allgather, that they agree on
+the run (the model's dtype and configuration, the optimizer and its hyper-parameters, a checksum of
+all of the data, batch size, position, data-order seed) and take rank 0's parameters.  The epoch's loss/accuracy (and the per-step losses) are global means, reduced
 in one collective per epoch (each rank evaluates its part of the data).  Only rank 0 shows progress,
-prints, and writes checkpoints (every rank resumes from the same file).  BatchNorm normalises each
+prints, and writes checkpoints, on rank 0's schedule whatever the other ranks were given (every
+rank resumes from the same file).  BatchNorm normalises each
 rank's part of the batch (its running statistics are averaged over the ranks at each epoch end).
 A guarded step, a Ctrl-C or an end of epoch stops every rank at the same step.  Without an MPI
 launcher the world has one rank and training is exactly the plain one.
