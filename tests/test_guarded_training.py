@@ -3,6 +3,7 @@ and Ctrl-C (a real SIGINT, or a KeyboardInterrupt raised inside a step) ends tra
 
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -266,3 +267,77 @@ def test_an_update_that_makes_parameters_non_finite_is_caught_as_that_step(dev, 
     np.testing.assert_array_equal(to_numpy(tr.model.params.flat), seen["before"])
     assert tr.step == at_step - 1 and len(tr.history["iter_loss"]) == at_step - 1
     assert tr.history["loss"] == []  # the epoch was not recorded with broken parameters
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 item 3: a KeyboardInterrupt at any line of the loop or of the checkpoint writer
+# --------------------------------------------------------------------------------------------------
+_TRACED = ("gpunn/trainer.py", "gpunn/checkpoint.py")
+
+
+def _interrupt_at(tr, at):
+    """Run ``tr.fit`` raising KeyboardInterrupt at the ``at``-th line executed in the trainer or the
+    checkpoint module (a second Ctrl-C can land anywhere); returns the number of lines seen."""
+    seen = [0]
+
+    def tracer(frame, event, arg):
+        if not frame.f_code.co_filename.replace(os.sep, "/").endswith(_TRACED):
+            return None
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == at:
+                raise KeyboardInterrupt  # (a trace function that raises is removed)
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        tr.fit(X, T)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    return seen[0]
+
+
+def test_an_interrupt_at_any_line_leaves_the_previous_or_a_new_good_checkpoint(tmp_path, capsys):
+    """Whatever line the interrupt lands on, the file at checkpoint_path is a good checkpoint of some
+    step k of the uninterrupted run: its parameters, history (no epoch repeated, no entry twice),
+    data order and generator state are that run's at step k."""
+    def make(path=None):
+        return trainer(epochs=2, checkpoint_path=path, checkpoint_unit="step", checkpoint_every=2)
+
+    ref = make()
+    at_step, orders = {0: to_numpy(ref.model.params.flat).copy()}, []
+    real_update = ref.optimizer.update
+    rng = ref.device.host_rng(ref.seed)  # each epoch's order, and the generator state after drawing it
+    for _ in range(2):
+        orders.append((rng.permutation(X.shape[0]), rng.bit_generator.state))
+
+    def update(params, grads):
+        real_update(params, grads)
+        at_step[ref.step + 1] = to_numpy(params.flat).copy()
+
+    ref.optimizer.update = update
+    h = ref.fit(X, T)
+    total = _interrupt_at(make(tmp_path / "count.npz"), 0)
+    assert total > 1000
+    written = set()
+    for at in range(1, total + 1):
+        path = tmp_path / f"run{at}.npz"
+        _interrupt_at(make(path), at)
+        if not path.exists():
+            continue
+        meta = ckpt.read_metadata(path)["trainer"]  # a CheckpointError here is a bad file
+        step, epoch, offset = meta["step"], meta["epoch"], meta["offset"]
+        tr = make().resume(path)
+        np.testing.assert_array_equal(to_numpy(tr.model.params.flat), at_step[step], err_msg=f"line {at}")
+        assert tr.history["iter_loss"] == h["iter_loss"][:step], at
+        assert tr.history["loss"] == h["loss"][:epoch] and tr.history["acc"] == h["acc"][:epoch], at
+        assert step == epoch * 3 + -(-offset // 16), at
+        if offset:
+            np.testing.assert_array_equal(tr._order, orders[epoch][0], err_msg=f"line {at}")
+            assert tr.rng.bit_generator.state == orders[epoch][1], at
+        written.add(step)
+        path.unlink()
+    assert written >= {1, 2, 3, 4, 5, 6}  # interrupts at every step, and the periodic checkpoints
+    capsys.readouterr()
