@@ -33,14 +33,15 @@ returns the history.  A second Ctrl-C stops at once.  Calling ``fit`` again cont
 ``mpirun -n N python train.py``, every rank runs the same script on the same data; ``batch_size``
 is the **global** batch B, of which each rank computes the gradient of its B/N examples, and the
 flat gradient buffer is averaged over the ranks (one allreduce per step: MPI on the CPU, NCCL on
-GPUs) before every rank applies the same optimizer step.  k steps then equal k steps of one process
-with batch B, up to float rounding.  At the start of each ``fit`` the ranks check, in one allgather, that they agree on
-the run (the model's dtype and configuration, the optimizer and its hyper-parameters, a checksum of
-all of the data, batch size, position, data-order seed) and take rank 0's parameters.  The epoch's loss/accuracy (and the per-step losses) are global means, reduced
-in one collective per epoch (each rank evaluates its part of the data).  Only rank 0 shows progress,
-prints, and writes checkpoints, on rank 0's schedule whatever the other ranks were given (every
-rank resumes from the same file).  BatchNorm normalises each
-rank's part of the batch (its running statistics are averaged over the ranks at each epoch end).
+GPUs) before every rank applies the same optimizer step. k steps then equal k steps of one process
+with batch B, up to float rounding. At the start of each ``fit`` the ranks check, in one allgather,
+that they agree on the run (the model's dtype and configuration, the optimizer and its
+hyper-parameters, a checksum of all of the data, batch size, position, data-order seed) and take
+rank 0's parameters. The epoch's loss/accuracy (and the per-step losses) are global means, reduced
+in one collective per epoch (each rank evaluates its part of the data). Only rank 0 shows progress,
+prints, and writes checkpoints, on rank 0's schedule whatever the other ranks were given (every rank
+resumes from the same file). BatchNorm normalises each rank's part of the batch (its running
+statistics are averaged over the ranks at each epoch end).
 A guarded step, a Ctrl-C or an end of epoch stops every rank at the same step.  Without an MPI
 launcher the world has one rank and training is exactly the plain one.
 """
@@ -718,10 +719,32 @@ class Trainer:
         self._flush_losses()
         return _ckpt.save(path, self.model, self.optimizer, self)
 
-    def resume(self, path=None) -> Trainer:
+    def resume(self, path=None, *, checkpoint: bool = True) -> Trainer:
         """Restore model, optimizer and trainer from the checkpoint at ``path`` (default
-        ``checkpoint_path``); the next :meth:`fit` continues the saved run.  Returns ``self``."""
-        _ckpt.load(self._path(path), self.model, self.optimizer, self)
+        ``checkpoint_path``); the next :meth:`fit` continues the saved run.  Returns ``self``.
+
+        A trainer without a ``checkpoint_path`` adopts ``path`` (``checkpoint=False``: not), so the
+        resumed run keeps checkpointing to the file it came from.  The optimizer's hyper-parameters
+        are the saved ones (a :class:`~gpunn.checkpoint.CheckpointWarning` names any that differ from
+        the optimizer's before); to continue with another value, e.g. a lower learning rate, set it
+        after resuming: ``trainer.optimizer.lr = 0.01``."""
+        if not isinstance(checkpoint, bool):
+            raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
+        path = self._path(path)
+        hyper = getattr(self.optimizer, "hyper_params", None)
+        before = hyper() if callable(hyper) else {}
+        if checkpoint and self.checkpoint_path is None and self._main and not path.parent.is_dir():
+            raise ValueError(f"resume: directory {path.parent} does not exist")
+        _ckpt.load(path, self.model, self.optimizer, self)
+        after = hyper() if callable(hyper) else {}
+        changed = [f"{k}={after[k]!r} (the optimizer had {v!r})" for k, v in before.items()
+                   if k in after and after[k] != v]
+        if changed:
+            warnings.warn(f"{path}: resuming restored the saved optimizer hyper-parameters "
+                          f"{', '.join(changed)}; to train with other values set them after resume(), "
+                          f"e.g. trainer.optimizer.lr = ...", _ckpt.CheckpointWarning, stacklevel=2)
+        if checkpoint and self.checkpoint_path is None:
+            self.checkpoint_path = path
         return self
 
     def _path(self, path):

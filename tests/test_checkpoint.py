@@ -254,3 +254,66 @@ def test_load_model_with_batchnorm_and_dropout(tmp_path):
     np.testing.assert_allclose(to_numpy(b.predict(X)), a.predict(X), rtol=1e-5, atol=1e-6)
     with pytest.raises(CheckpointError, match="different architecture"):
         ckpt.load(tmp_path / "m.npz", net())
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 items 4 and 7: resume keeps checkpointing to its file; restored hyper-parameters are named
+# --------------------------------------------------------------------------------------------------
+def test_readme_resume_snippet_saves_the_finished_run(tmp_path, monkeypatch):
+    """The README's lines, as written (a small net, and Ctrl-C simulated at step 4)."""
+    monkeypatch.chdir(tmp_path)
+    x, t = X, T
+    n, opt = net(), optim.SGD(lr=0.1)
+    trainer = gpunn.Trainer(n, opt, epochs=3, checkpoint_path="run.npz", batch_size=16, progress=False)
+    real = n._gradient
+    n._gradient = lambda xb, tb: (_ for _ in ()).throw(KeyboardInterrupt) if trainer.step == 4 \
+        else real(xb, tb)
+    assert trainer.fit(x, t)["interrupted"]
+    n._gradient = real
+    n, opt = net(seed=5), optim.SGD(lr=0.1)
+    # --- the README ---
+    trainer = gpunn.Trainer(n, opt, epochs=3, batch_size=16, progress=False).resume("run.npz")
+    trainer.fit(x, t)
+    loaded = gpunn.checkpoint.load_model("run.npz")
+    # ---
+    assert trainer.checkpoint_path == tmp_path / "run.npz" or str(trainer.checkpoint_path) == "run.npz"
+    assert ckpt.read_metadata("run.npz")["trainer"]["step"] == trainer.step == 9
+    np.testing.assert_array_equal(loaded.params.flat, n.params.flat)
+
+
+def test_resume_with_checkpoint_false_or_another_path_does_not_adopt_the_file(tmp_path):
+    path = tmp_path / "run.npz"
+    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False,
+                       checkpoint_path=path)
+    tr.fit(X, T)
+    assert gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False).resume(path, checkpoint=False) \
+        .checkpoint_path is None
+    other = tmp_path / "other.npz"
+    assert gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False, checkpoint_path=other).resume(path) \
+        .checkpoint_path == other
+
+
+def test_resume_names_restored_hyper_parameters_and_a_lower_lr_after_resume_works(tmp_path):
+    """After a divergence whose message says to lower the learning rate, resuming restores the saved
+    lr (a warning says so, old and new); setting it after resume() is what the message advises."""
+    path = tmp_path / "run.npz"
+
+    def relu_net():
+        return gpunn.MLP(6, [5], 3, activation="relu", seed=1)
+
+    tr = gpunn.Trainer(relu_net(), optim.SGD(lr=1e30), epochs=3, batch_size=16, progress=False,
+                       checkpoint_path=path)
+    tr.save_checkpoint()  # the run's start: the last good checkpoint
+    with pytest.raises(gpunn.TrainingDivergedError, match=r"set trainer.optimizer.lr = \.\.\.") as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tr.fit(X, T)
+    assert info.value.checkpoint == path
+    fresh = gpunn.Trainer(relu_net(), optim.SGD(lr=0.01), epochs=3, batch_size=16, progress=False)
+    with pytest.warns(ckpt.CheckpointWarning, match=r"restored the saved optimizer hyper-parameters "
+                                                    r"lr=1e\+30 \(the optimizer had 0.01\)"):
+        fresh.resume(path)
+    assert fresh.optimizer.lr == 1e30
+    fresh.optimizer.lr = 0.01  # the advice
+    h = fresh.fit(X, T)
+    assert np.isfinite(h["loss"]).all() and fresh.epoch == 3
