@@ -350,9 +350,20 @@ def _check_model(p, m, arrays, model):
     rngs = m.get("rngs") or {}
     if not isinstance(rngs, dict):
         raise CheckpointError(p, "bad 'rngs' entry in the model metadata")
+    mine = _model_rngs(model)
     for name, state in rngs.items():
         if not isinstance(state, dict) or state.get("bit_generator") not in _BIT_GENERATORS:
             raise CheckpointError(p, f"bad random-generator state for {name!r}")
+        try:  # the whole state, now: applying it must not fail half-way through a load
+            make_rng(_decode(state, arrays, p))
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise CheckpointError(p, f"bad random-generator state for {name!r}: {exc}") from exc
+        gen = mine.get(name)
+        if gen is not None and type(gen.bit_generator).__name__ != state["bit_generator"]:
+            raise CheckpointError(p, f"random generator {name!r} is a {state['bit_generator']} in the "
+                                     f"checkpoint, a {type(gen.bit_generator).__name__} in the model")
 
 
 def _fmt_buffers(b) -> str:

@@ -317,3 +317,51 @@ def test_resume_names_restored_hyper_parameters_and_a_lower_lr_after_resume_work
     fresh.optimizer.lr = 0.01  # the advice
     h = fresh.fit(X, T)
     assert np.isfinite(h["loss"]).all() and fresh.epoch == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 items 5, 6, 8: untrusted and odd checkpoint files
+# --------------------------------------------------------------------------------------------------
+def rewrite(src, dst, edit_meta=None, extra=None):
+    """Copy the checkpoint ``src`` to ``dst`` with its metadata edited by ``edit_meta(meta)`` and
+    ``extra`` arrays added."""
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays["__gpunn__"].tobytes())
+    if edit_meta is not None:
+        edit_meta(meta)
+    arrays["__gpunn__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays.update(extra or {})
+    np.savez(dst, **arrays)
+    return dst
+
+
+def dropout_run(tmp_path):
+    n = net(dropout=0.5)
+    opt = optim.Momentum(lr=0.1)
+    tr = gpunn.Trainer(n, opt, epochs=1, batch_size=16, progress=False)
+    tr.fit(X, T)
+    return ckpt.save(tmp_path / "run.npz", n, opt, tr)
+
+
+@pytest.mark.parametrize("bad", [{"state": "garbage", "inc": 1}, {"state": -1, "inc": None}])
+def test_a_corrupt_dropout_generator_state_changes_nothing(tmp_path, bad):
+    """Issue 15 item 6: a raw TypeError after the parameters and the optimizer state were written."""
+    src = dropout_run(tmp_path)
+
+    def corrupt(meta):
+        (state,) = meta["model"]["rngs"].values()
+        state["state"] = bad
+
+    path = rewrite(src, tmp_path / "bad.npz", corrupt)
+    n, opt = net(dropout=0.5, seed=9), optim.Momentum(lr=0.3)
+    tr = gpunn.Trainer(n, opt, epochs=1, batch_size=16, progress=False)
+    tr.fit(X, T)
+    before = (to_numpy(n.params.flat).copy(), opt.state_dict(), n.layers[2].rng.bit_generator.state)
+    with pytest.raises(CheckpointError, match="bad random-generator state for 'layers.2.rng'"):
+        ckpt.load(path, n, opt, tr)
+    np.testing.assert_array_equal(to_numpy(n.params.flat), before[0])
+    after = opt.state_dict()
+    assert after.keys() == before[1].keys() and opt.lr == 0.3
+    np.testing.assert_array_equal(after["state.__flat__.v"], before[1]["state.__flat__.v"])
+    assert n.layers[2].rng.bit_generator.state == before[2]
