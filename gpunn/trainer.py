@@ -193,6 +193,8 @@ class Trainer:
                 raise ValueError(f"checkpoint_path: directory {checkpoint_path.parent} does not exist")
             if checkpoint_path.is_dir():
                 raise ValueError(f"checkpoint_path {checkpoint_path} is a directory; give a file name")
+            if self._main:
+                _ckpt.check_writable(checkpoint_path.parent)
         rng = model.device.host_rng(seed)
         self.model, self.optimizer = model, optimizer
         self.epochs, self.batch_size, self.eval_batch_size = epochs, batch_size, eval_batch_size
@@ -733,8 +735,6 @@ class Trainer:
         path = self._path(path)
         hyper = getattr(self.optimizer, "hyper_params", None)
         before = hyper() if callable(hyper) else {}
-        if checkpoint and self.checkpoint_path is None and self._main and not path.parent.is_dir():
-            raise ValueError(f"resume: directory {path.parent} does not exist")
         _ckpt.load(path, self.model, self.optimizer, self)
         after = hyper() if callable(hyper) else {}
         changed = [f"{k}={after[k]!r} (the optimizer had {v!r})" for k, v in before.items()
@@ -744,6 +744,9 @@ class Trainer:
                           f"{', '.join(changed)}; to train with other values set them after resume(), "
                           f"e.g. trainer.optimizer.lr = ...", _ckpt.CheckpointWarning, stacklevel=2)
         if checkpoint and self.checkpoint_path is None:
+            if self._main:
+                _ckpt.check_writable(path.parent, "resume: the checkpoint's directory (checkpoint=False "
+                                                  "to resume without checkpointing)")
             self.checkpoint_path = path
         return self
 
@@ -814,8 +817,10 @@ class Trainer:
             if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
                 raise ValueError("order must be a 1-D integer array")
             n = order.shape[0]
-            if not 0 <= sd["offset"] <= n or n == 0 or int(order.min()) < 0 or int(order.max()) >= n:
-                raise ValueError("order is not a permutation matching the stored offset")
+            if not 0 <= sd["offset"] <= n or n == 0 or int(order.min()) < 0 or int(order.max()) >= n \
+                    or not (np.bincount(order, minlength=n) == 1).all():
+                raise ValueError(f"the stored epoch order is not a permutation of range({n}) matching the "
+                                 "stored offset")
         elif sd["offset"]:
             raise ValueError("offset inside an epoch without the epoch's data order")
         _ckpt.make_rng(sd.get("rng"))
