@@ -377,6 +377,11 @@ def _check_model(p, m, arrays, model):
         warnings.warn(f"{p}: the model differs from the saved one in "
                       + ", ".join(f"{k} ({cfg[k]!r} saved, {my_cfg[k]!r} now)" for k in differ),
                       CheckpointWarning, stacklevel=3)
+    _check_rngs(p, m, arrays, model)
+
+
+def _check_rngs(p, m, arrays, model):
+    """Raise CheckpointError unless every stored random-generator state can be applied."""
     rngs = m.get("rngs") or {}
     if not isinstance(rngs, dict):
         raise CheckpointError(p, "bad 'rngs' entry in the model metadata")
