@@ -44,7 +44,7 @@ from .backend import device as get_device
 from .kernels import batchnorm as _cpu
 from .kernels import elementwise_grid, launch, sm_count
 from .layers import Layer
-from .validate import check_hyper
+from .validate import check_hyper, positive_int
 
 __all__ = ["BatchNorm", "EPS", "MOMENTUM", "batchnorm_forward_reference", "batchnorm_backward_reference",
            "tile_shape"]
@@ -91,10 +91,8 @@ class BatchNorm(Layer):
                  dtype="float32", unbiased: bool = True, running_var_init: float = 1.0):
         dev = get_device(dev)
         super().__init__(dev.xp)
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         self.dev = dev
-        self.num_features = C = num_features
+        self.num_features = C = positive_int("num_features", num_features)
         self.eps = check_hyper("eps", eps, low=0, low_open=True)
         self.momentum = check_hyper("momentum", momentum, low=0, high=1)
         if not isinstance(unbiased, bool):

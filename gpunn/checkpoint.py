@@ -150,7 +150,7 @@ def load_model(path, device="cpu"):
     """Rebuild the :class:`~gpunn.MLP` stored in the checkpoint at ``path`` on ``device``, with its
     parameters and BatchNorm statistics (its constructor config is stored in the file)."""
     dev = get_device(device)
-    p, meta, arrays = _read(path)
+    p, meta, arrays = _read(path, check_headers=_check_declared_sizes)
     m = meta["model"]
     from .mlp import MLP
 
@@ -176,6 +176,36 @@ def load_model(path, device="cpu"):
     _check_model(p, m, arrays, model)
     _apply_model(m, arrays, model)
     return model
+
+
+def _check_declared_sizes(p, meta, headers):
+    """Before load_model builds anything: the layer sizes of the stored config must give the number of
+    parameters the file declares and the stored parameter array holds (read from its .npy header),
+    so a small file cannot make gpunn allocate what its config claims."""
+    m = meta["model"]
+    cfg = m.get("config")
+    if not isinstance(cfg, dict):
+        return  # (load_model refuses it)
+    from .validate import positive_int
+
+    try:
+        hidden = cfg.get("hidden_sizes", [])
+        hidden = [hidden] if isinstance(hidden, int) else hidden
+        if not isinstance(hidden, list):
+            raise ValueError(f"hidden_sizes must be a list, got {hidden!r}")
+        sizes = [positive_int("input_size", cfg.get("input_size")),
+                 *(positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden)),
+                 positive_int("output_size", cfg.get("output_size"))]
+    except ValueError as exc:
+        raise CheckpointError(p, f"bad model config: {exc}") from None
+    n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    n += 2 * sum(sizes[1:-1]) if cfg.get("batchnorm") is True else 0
+    stored = headers.get("model/params")
+    shape = None if stored is None else stored[0]
+    if shape != (n,) or m.get("n_params") != n:
+        raise CheckpointError(p, f"the stored config declares layers {sizes} ({n} parameters), but the file "
+                                 f"declares {m.get('n_params')!r} and holds an array of shape {shape}: "
+                                 "corrupt or tampered with; nothing was allocated")
 
 
 def read_metadata(path) -> dict:
@@ -347,12 +377,28 @@ def _check_model(p, m, arrays, model):
         warnings.warn(f"{p}: the model differs from the saved one in "
                       + ", ".join(f"{k} ({cfg[k]!r} saved, {my_cfg[k]!r} now)" for k in differ),
                       CheckpointWarning, stacklevel=3)
+    _check_rngs(p, m, arrays, model)
+
+
+def _check_rngs(p, m, arrays, model):
+    """Raise CheckpointError unless every stored random-generator state can be applied."""
     rngs = m.get("rngs") or {}
     if not isinstance(rngs, dict):
         raise CheckpointError(p, "bad 'rngs' entry in the model metadata")
+    mine = _model_rngs(model)
     for name, state in rngs.items():
         if not isinstance(state, dict) or state.get("bit_generator") not in _BIT_GENERATORS:
             raise CheckpointError(p, f"bad random-generator state for {name!r}")
+        try:  # the whole state, now: applying it must not fail half-way through a load
+            make_rng(_decode(state, arrays, p))
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise CheckpointError(p, f"bad random-generator state for {name!r}: {exc}") from exc
+        gen = mine.get(name)
+        if gen is not None and type(gen.bit_generator).__name__ != state["bit_generator"]:
+            raise CheckpointError(p, f"random generator {name!r} is a {state['bit_generator']} in the "
+                                     f"checkpoint, a {type(gen.bit_generator).__name__} in the model")
 
 
 def _fmt_buffers(b) -> str:
@@ -529,13 +575,51 @@ def _write_npz(f, arrays):
     np.savez(f, **arrays)
 
 
+def _temp_prefix(p: Path) -> str:
+    """The prefix of ``p``'s temporary files: ``.<name>.``, with a long name shortened (and made
+    unique by its checksum) so that prefix + 8 random characters + ``.tmp`` fit in 255 bytes."""
+    name = p.name
+    if len(name.encode()) > 200:
+        name = name.encode()[:180].decode(errors="ignore") + f"-{zlib.crc32(p.name.encode()):08x}"
+    return f".{name}."
+
+
+def check_writable(directory: Path, what: str = "checkpoint_path") -> None:
+    """Raise ``ValueError`` unless a file can be created in ``directory`` (tried: permissions, a
+    read-only file system, a full quota all show)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gpunn-write-test.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot write in directory {directory} ({exc.strerror or exc}); choose "
+                         "a writable directory") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _remove_orphans(p: Path, prefix: str, keep: str):
+    """Delete temporary files of ``p`` left by writers that were killed mid-write."""
+    try:
+        names = os.listdir(p.parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp") and name != keep \
+                and len(name) == len(prefix) + 8 + 4:
+            try:
+                os.unlink(p.parent / name)
+            except OSError:
+                pass
+
+
 def _atomic_write(p: Path, arrays):
     """Write ``arrays`` as an .npz at ``p`` through a temporary file in the same directory, fsync-ed,
-    then ``os.replace``-d over ``p``: ``p`` is always either the old file or the complete new one."""
+    then ``os.replace``-d over ``p``: ``p`` is always either the old file or the complete new one.
+    Temporary files of ``p`` orphaned by a killed writer are removed afterwards."""
     directory = p.parent
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save checkpoint {p}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
+    prefix = _temp_prefix(p)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
@@ -553,6 +637,7 @@ def _atomic_write(p: Path, arrays):
         except OSError:
             pass
         raise
+    _remove_orphans(p, prefix, os.path.basename(tmp))
     try:  # make the rename itself durable (POSIX); not possible everywhere
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -565,8 +650,43 @@ def _atomic_write(p: Path, arrays):
         os.close(dfd)
 
 
-def _read(path):
-    """(path, metadata, {name: host array}) of a checkpoint, or CheckpointError."""
+_MAX_META_BYTES = 64 << 20
+_MAX_DEPTH = 64
+
+
+def _depth(tree) -> int:
+    """The nesting depth of a JSON tree (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= _MAX_DEPTH:
+                stack.extend((e, d + 1) for e in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _references(tree) -> set:
+    """The array entries a metadata tree refers to (``{"__array__": key}``, ``{"__scalar__": key}``)."""
+    found, stack = set(), [tree]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if len(v) == 1 and next(iter(v)) in ("__array__", "__scalar__") and isinstance(
+                    next(iter(v.values())), str):
+                found.add(next(iter(v.values())))
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return found
+
+
+def _read(path, check_headers=None):
+    """(path, metadata, {name: host array}) of a checkpoint, or CheckpointError.
+
+    The metadata is read first; then every entry's .npy header, which ``check_headers(p, meta,
+    {name: (shape, dtype)})`` may check before any array is read; then the arrays the metadata
+    refers to (other entries are never decompressed)."""
     p = _as_path(path)
     if not p.exists():
         raise FileNotFoundError(2, "checkpoint file not found", str(p))
@@ -577,28 +697,46 @@ def _read(path):
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise CheckpointError(p, "is not a gpunn checkpoint: not a .npz (zip) archive -- random bytes, a "
                                  f"truncated file or another format ({exc})") from exc
-    arrays = {}
     with zf:
-        names = [i.filename for i in zf.infolist()]
-        if META + ".npy" not in names:
-            shown = ", ".join(n[:-4] if n.endswith(".npy") else n for n in names[:6])
+        infos = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(p, f"is not a gpunn checkpoint: unexpected entry {info.filename!r}")
+            infos[info.filename[:-4]] = info
+        if META not in infos:
+            names = list(infos)
+            shown = ", ".join(names[:6])
             more = ", ..." if len(names) > 6 else ""
             raise CheckpointError(p, f"is not a gpunn checkpoint: a .npz without the {META!r} metadata "
                                      f"entry (it holds {shown or 'nothing'}{more})")
         size_on_disk = p.stat().st_size
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                raise CheckpointError(p, f"is not a gpunn checkpoint: unexpected entry {info.filename!r}")
-            arrays[info.filename[:-4]] = _read_entry(p, zf, info, size_on_disk)
-    meta_arr = arrays.pop(META)
+        if infos[META].file_size > _MAX_META_BYTES:
+            raise CheckpointError(p, f"corrupt metadata: {infos[META].file_size} bytes")
+        meta = _parse_meta(p, _read_entry(p, zf, infos[META], size_on_disk))
+        wanted = _references(meta) | {"model/params"} | {
+            f"model/buffers/{name}" for name in (meta["model"].get("buffers") or {})
+            if isinstance(name, str)}
+        headers = {name: _read_entry(p, zf, info, size_on_disk, header_only=True)  # (a few bytes each)
+                   for name, info in infos.items() if name != META}
+        if check_headers is not None:
+            check_headers(p, meta, headers)
+        arrays = {name: _read_entry(p, zf, infos[name], size_on_disk) for name in sorted(wanted)
+                  if name in infos}
+    return p, meta, arrays
+
+
+def _parse_meta(p, meta_arr):
+    """The metadata dict from its uint8 entry, checked (format, version, depth)."""
     try:
         if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
             raise ValueError(f"a {meta_arr.dtype} array of shape {meta_arr.shape}")
         meta = json.loads(meta_arr.tobytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(p, f"corrupt metadata: not UTF-8 JSON ({exc})") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(p, f"corrupt metadata: not UTF-8 JSON of a sane depth ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(p, f"is not a gpunn checkpoint: its metadata has no format {FORMAT!r}")
+    if _depth(meta) > _MAX_DEPTH:
+        raise CheckpointError(p, f"corrupt metadata: nested more than {_MAX_DEPTH} levels deep")
     version = meta.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(p, f"unknown checkpoint format version {version!r}")
@@ -607,10 +745,12 @@ def _read(path):
                                  f"(version {FORMAT_VERSION}); upgrade gpunn to load it")
     if not isinstance(meta.get("model"), dict):
         raise CheckpointError(p, "metadata has no model description")
-    return p, meta, arrays
+    return meta
 
 
-def _read_entry(p, zf, info, size_on_disk):
+def _read_entry(p, zf, info, size_on_disk, header_only=False):
+    """The array of one zip entry (or, ``header_only``, its declared (shape, dtype), after reading
+    only the .npy header), with the sizes checked before anything large is read."""
     name = info.filename[:-4]
     fmt = np.lib.format
     try:
@@ -634,6 +774,8 @@ def _read_entry(p, zf, info, size_on_disk):
             if nbytes != room:
                 raise CheckpointError(p, f"entry {name!r} is truncated or corrupt: its header declares "
                                          f"{dtype} {tuple(shape)} ({nbytes} bytes), the entry holds {room}")
+            if header_only:
+                return tuple(shape), dtype
             data = bytearray(f.read())  # to the end, so zipfile checks the CRC
     except CheckpointError:
         raise

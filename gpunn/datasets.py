@@ -372,6 +372,9 @@ def load_idx_pair(
         raise IDXFormatError(
             f"{labels_path}: expected unsigned-byte labels of shape (n,), got {labels.dtype} {labels.shape}"
         )
+    if images.shape[0] == 0:
+        raise IDXFormatError(f"{images_path}: holds 0 images (an empty dataset); check that the file is "
+                             "complete and is the right one")
     if images.shape[0] != labels.shape[0]:
         raise IDXFormatError(
             f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"

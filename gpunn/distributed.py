@@ -70,6 +70,7 @@ import sys
 import time
 
 from .backend import device_of, host_xp
+from .validate import positive_int
 
 np = host_xp()
 
@@ -154,9 +155,7 @@ class ShardedSampler:
                  drop_last: bool = False):
         from .backend import check_seed
 
-        for name, v in (("n", n), ("batch_size", batch_size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        n, batch_size = positive_int("n", n), positive_int("batch_size", batch_size)
         if rank is None or world_size is None:
             ctx = get_context()
             rank = ctx.rank if rank is None else rank

@@ -42,6 +42,8 @@ class Loss:
 
     #: True when the loss applies its own output non-linearity (softmax/sigmoid) to raw scores
     from_scores = True
+    #: True when 2-D targets must be probability distributions (rows >= 0 summing to 1)
+    targets_distribution = False
 
     def __init__(self, xp):
         self.xp = xp
@@ -70,6 +72,7 @@ class SoftmaxCrossEntropy(Loss):
     gradient (into a buffer reused per batch size); ``backward`` returns that buffer."""
 
     dev = None
+    targets_distribution = True
 
     def forward(self, y, t):
         if self.dev is not None and y.ndim == 2 and y.flags.c_contiguous and y.dtype == self._dtype_of(y):
@@ -135,6 +138,7 @@ class CrossEntropy(Loss):
     """The textbook's ``cross_entropy_error`` on probabilities ``y`` (e.g. a softmax output)."""
 
     from_scores = False
+    targets_distribution = True
 
     def forward(self, y, t):
         self.y, self.t = y, self._targets(y, t)

@@ -26,6 +26,8 @@ Regularisation, as in the textbook's ``MultiLayerNetExtend``: ``batchnorm=True``
 
 from __future__ import annotations
 
+import numbers
+
 from .backend import Device, is_device_array, on_device
 from .backend import device as get_device
 from .batchnorm import EPS, MOMENTUM, BatchNorm
@@ -36,7 +38,7 @@ from .layers import Affine, get_activation, softmax
 from .losses import get_loss
 from .params import FlatLayout
 from .regularization import Dropout, add_weight_decay, weight_decay_loss
-from .validate import check_finite, check_hyper, check_inputs, check_targets
+from .validate import check_finite, check_hyper, check_inputs, check_targets, positive_int
 
 __all__ = ["MLP"]
 
@@ -98,17 +100,11 @@ class MLP:
         self.device = dev = get_device(device)
         self.dtype = dev.dtype(dtype)
         self.xp = dev.xp
-        if isinstance(hidden_sizes, int):
-            hidden_sizes = [hidden_sizes]
-        sizes = [input_size, *hidden_sizes, output_size]
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-                raise ValueError(f"layer sizes must be positive integers, got {sizes}")
-        self.sizes = sizes
+        self.sizes = sizes = _layer_sizes(input_size, hidden_sizes, output_size)
         n_hidden = len(sizes) - 2
         self.activations = _per_layer("activation", activation, n_hidden)
         inits = _per_layer("init", init, n_hidden + 1)
-        self.n_classes = output_size
+        self.n_classes = sizes[-1]
         if not isinstance(batchnorm, bool):
             raise TypeError(f"batchnorm must be True or False, got {batchnorm!r}")
         self.batchnorm = batchnorm
@@ -310,13 +306,14 @@ class MLP:
     def _t(self, t, n):
         # fast path: 1-D int64 class indices on the host, checked by one Numba pass (no device sync)
         if (self.fused and _host_device().owns(t) and t.ndim == 1 and t.shape[0] == n and n
-                and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.flags.c_contiguous
-                and _act.labels_ok_cpu(t, self.n_classes)):
+                and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.dtype.isnative
+                and t.flags.c_contiguous and _act.labels_ok_cpu(t, self.n_classes)):
             return self.device.to_device(t) if self.device.is_cuda else t
         # device-resident targets: values unread (no host sync); the fused CUDA loss makes the loss of
         # a row whose label is out of range NaN, which the Trainer's guard reports
         return check_targets(self.device, t, n, self.n_classes, self.dtype, "t",
-                             values=not (self.fused and is_device_array(t)))
+                             values=not (self.fused and is_device_array(t)),
+                             distribution=getattr(self.last_layer, "targets_distribution", False))
 
     # -- misc ---------------------------------------------------------------------------------
     @property
@@ -350,6 +347,20 @@ def _flags(**flags):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     return tuple(flags.values())
+
+
+def _layer_sizes(input_size, hidden_sizes, output_size) -> list:
+    """``[input_size, *hidden_sizes, output_size]`` as Python ints (NumPy integers and a 1-D integer
+    array of hidden sizes accepted), or a ValueError naming the bad size."""
+    if isinstance(hidden_sizes, numbers.Integral) and not isinstance(hidden_sizes, bool):
+        hidden_sizes = [hidden_sizes]
+    elif hasattr(hidden_sizes, "tolist") and getattr(hidden_sizes, "ndim", 1) == 1:
+        hidden_sizes = hidden_sizes.tolist()  # a NumPy array of sizes
+    if not isinstance(hidden_sizes, (list, tuple)):
+        raise ValueError(f"hidden_sizes must be a positive integer or a list of them, got {hidden_sizes!r}")
+    return [positive_int("input_size", input_size),
+            *(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes)),
+            positive_int("output_size", output_size)]
 
 
 def _per_layer(what, value, n):

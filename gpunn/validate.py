@@ -4,10 +4,20 @@ instead of a NumPy broadcasting error, a Numba typing error or a silently wrong 
 from __future__ import annotations
 
 import math
+import numbers
 
-from .backend import is_device_array
+from .backend import host_xp, is_device_array
 
-__all__ = ["check_inputs", "check_targets", "check_finite", "check_hyper"]
+__all__ = ["check_inputs", "check_targets", "check_distribution", "check_finite", "check_hyper",
+           "positive_int"]
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as a Python ``int`` if it is a whole number >= 1 (a Python or NumPy integer; not a
+    bool, a float or a string), else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (a Python or NumPy int >= 1), got {value!r}")
+    return int(value)
 
 
 def _kind(a) -> str:
@@ -48,35 +58,68 @@ def check_finite(dev, a, name: str):
                          f"{int((~dev.xp.isfinite(a)).sum()) - n_nan} Inf)")
 
 
-def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t", values: bool = True):
+def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t", values: bool = True,
+                  distribution: bool = False):
     """Targets for a batch of ``n``: class indices ``(n,)`` in ``[0, n_classes)`` (returned as int64)
     or an ``(n, n_classes)`` array (one-hot, soft labels) of ``dtype``.  ``values=False`` checks
-    only the shape and dtype: the values are not read (on a GPU, reading them is a host sync)."""
+    only the shape and dtype: the values are not read (on a GPU, reading them is a host sync).
+    ``distribution=True`` (a softmax cross-entropy) also requires each row of 2-D targets to be a
+    probability distribution: entries >= 0 summing to 1 (within float rounding)."""
     t = _on_device(dev, t, name)
-    xp = dev.xp
-    kind = _kind(t)
+    if t.ndim == 1 and n_classes == 1:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, but the model has 1 output: 1-D targets are "
+                         f"read as class indices; pass real-valued targets of shape ({t.shape[0]}, 1), "
+                         f"e.g. {name}.reshape(-1, 1)")
     if t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1 and n_classes != 1):
-        t = t.reshape(-1)
-        if kind == "f" and values:
-            if not bool(xp.all(t == xp.floor(t))):
-                raise ValueError(f"{name} holds class indices but some are not whole numbers")
-        elif kind not in "iub":
-            raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
-        if t.shape[0] != n:
-            raise ValueError(f"{name} has {t.shape[0]} labels but the batch has {n} rows")
-        if values and n and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-            raise ValueError(f"{name}: labels must be in [0, {n_classes - 1}], found values in "
-                             f"[{int(t.min())}, {int(t.max())}]")
-        return t.astype(xp.int64, copy=False)
+        return _check_labels(dev, t.reshape(-1), n, n_classes, name, values)
     if t.ndim != 2 or t.shape != (n, n_classes):
         raise ValueError(f"{name} must be class indices of shape ({n},) or one-hot of shape "
                          f"({n}, {n_classes}), got {tuple(t.shape)}")
-    if kind not in "fiub":
+    if _kind(t) not in "fiub":
         raise TypeError(f"{name} must be numeric, got dtype {t.dtype}")
-    t = xp.ascontiguousarray(t, dtype=dtype)
+    t = dev.xp.ascontiguousarray(t, dtype=dtype)
     if values:
         check_finite(dev, t, name)
+        if distribution:
+            check_distribution(dev, t, name)
     return t
+
+
+def _check_labels(dev, t, n, n_classes, name, values):
+    """1-D class indices: whole numbers in ``[0, n_classes)`` (values read only when ``values``),
+    returned as native int64."""
+    xp = dev.xp
+    kind = _kind(t)
+    if kind == "f" and values:
+        if not bool(xp.all(t == xp.floor(t))):
+            raise ValueError(f"{name} holds class indices but some are not whole numbers (a 1-D {name} "
+                             f"is read as class indices; real-valued targets need shape ({n}, {n_classes}))")
+    elif kind not in "iub":
+        raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    if t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} labels but the batch has {n} rows")
+    if values and n and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+        raise ValueError(f"{name}: labels must be in [0, {n_classes - 1}], found values in "
+                         f"[{int(t.min())}, {int(t.max())}]")
+    return t.astype(xp.int64, copy=False)
+
+
+def check_distribution(dev, t, name: str):
+    """Raise ``ValueError`` unless every row of the 2-D float ``t`` is a probability distribution:
+    no negative entry, and a sum of 1 within sqrt(machine epsilon) of its dtype (so all-zero rows and
+    rows summing to 2 are refused).  A few reductions: one host sync on a GPU."""
+    xp = dev.xp
+    tol = float(host_xp().finfo(t.dtype).eps) ** 0.5
+    sums = t.sum(axis=1, dtype=xp.float64)
+    n_neg = int((t.min(axis=1) < 0).sum())
+    bad = xp.abs(sums - 1) > tol
+    n_bad = int(bad.sum())
+    if n_neg or n_bad:
+        row = int(xp.argmax(bad | (t.min(axis=1) < 0)))
+        raise ValueError(f"{name} must hold probability distributions (one-hot or soft labels: entries >= 0, "
+                         f"each row summing to 1) for a softmax cross-entropy loss, but {n_neg} row(s) have "
+                         f"negative entries and {n_bad} do not sum to 1 (row {row} sums to "
+                         f"{float(sums[row]):.6g}); normalise the rows, or pass class indices")
 
 
 def check_hyper(name: str, value, low=None, high=None, low_open=False, high_open=False):
@@ -97,6 +140,9 @@ def check_hyper(name: str, value, low=None, high=None, low_open=False, high_open
 
 
 def _on_device(dev, a, name):
+    dtype = getattr(a, "dtype", None)
+    if dtype is not None and not dtype.isnative and not is_device_array(a):
+        a = a.astype(dtype.newbyteorder("="))  # e.g. big-endian data from a file: native order, on the host
     if dev.owns(a):
         return a
     if is_device_array(a):

@@ -84,11 +84,11 @@ MLP_CASES = [
     case(lambda: mlp().accuracy(X, [0, 1, 3, 0]), ValueError, r"labels must be in \[0, 2\]",
          "accuracy-label"),
     case(lambda: mlp().loss(X[:0], T[:0]), ValueError, "empty batch", "loss-empty"),
-    case(lambda: gpunn.MLP(6.0, [5], 3), ValueError, "positive integers", "size-float"),
-    case(lambda: gpunn.MLP(True, [5], 3), ValueError, "positive integers", "size-bool"),
-    case(lambda: gpunn.MLP(6, [5, -1], 3), ValueError, "positive integers", "size-negative"),
-    case(lambda: gpunn.MLP(6, "5", 3), ValueError, "positive integers", "hidden-str"),
-    case(lambda: gpunn.MLP(6, [5], 0), ValueError, "positive integers", "output-0"),
+    case(lambda: gpunn.MLP(6.0, [5], 3), ValueError, "must be a positive integer", "size-float"),
+    case(lambda: gpunn.MLP(True, [5], 3), ValueError, "must be a positive integer", "size-bool"),
+    case(lambda: gpunn.MLP(6, [5, -1], 3), ValueError, "must be a positive integer", "size-negative"),
+    case(lambda: gpunn.MLP(6, "5", 3), ValueError, "must be a positive integer", "hidden-str"),
+    case(lambda: gpunn.MLP(6, [5], 0), ValueError, "must be a positive integer", "output-0"),
     case(lambda: mlp(dtype="int32"), ValueError, "float32 or float64", "dtype-int"),
     case(lambda: mlp(device=3), TypeError, "device must be a str", "device-int"),
     case(lambda: mlp(activation=None), TypeError, "activation must be a name", "activation-none"),
@@ -448,6 +448,8 @@ ACCEPTED = [
     pytest.param(X, T[:, None], id="t-column"),
     pytest.param(X, np.eye(3, dtype=np.int64)[T], id="t-onehot-int"),
     pytest.param(X, np.eye(3)[T], id="t-onehot-float64"),
+    pytest.param(X, T.astype(">i8"), id="t-big-endian-int64"),      # issue 15 item 10
+    pytest.param(X.astype(">f4"), T.astype(">i4"), id="big-endian-x-and-t-int32"),
 ]
 
 
@@ -525,3 +527,103 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
         D._download_file("https://example.invalid/x.gz", dest, ("md5", hashlib.md5(payload).hexdigest()),
                          False)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15: NumPy integers, odd label byte order, targets, schedules, IDX, MSE targets
+# --------------------------------------------------------------------------------------------------
+def test_numpy_integers_are_accepted_wherever_python_ints_are():
+    net = gpunn.MLP(np.int64(6), np.array([5, 4]), np.int32(3), seed=0)
+    assert net.sizes == [6, 5, 4, 3] and all(type(s) is int for s in net.sizes)
+    assert gpunn.MLP(6, np.int64(5), 3).sizes == [6, 5, 3]
+    tr = gpunn.Trainer(net, optim.SGD(), epochs=np.int64(2), batch_size=np.int64(2),
+                       eval_batch_size=np.uint16(8), guard_every=np.int8(1), checkpoint_every=np.int64(1),
+                       progress=False)
+    assert type(tr.batch_size) is int and type(tr.epochs) is int
+    assert len(tr.fit(X, T)["loss"]) == 2
+    sched = optim.StepLR(optim.SGD(), step_size=np.int64(3))
+    assert sched.step_size == 3
+    with pytest.raises(ValueError, match=r"batch_size must be a positive integer .*got np.int64\(0\)"):
+        gpunn.Trainer(net, optim.SGD(), batch_size=np.int64(0))
+    with pytest.raises(ValueError, match=r"hidden_sizes\[0\] must be a positive integer"):
+        gpunn.MLP(6, np.array([5.0, 4.5]), 3)
+
+
+@pytest.mark.parametrize("what", ["loss", "accuracy", "gradient", "fit"])
+def test_big_endian_int64_labels_are_converted_not_a_numba_error(dev, what):
+    """Issue 15 item 10: '>i8' labels passed the int64 fast path straight into a Numba kernel."""
+    t = T.astype(">i8")
+    net = mlp(device=dev)
+    if what == "fit":
+        h = gpunn.Trainer(net, optim.SGD(), epochs=1, batch_size=2, progress=False).fit(X, t)
+        assert len(h["iter_loss"]) == 2
+    else:
+        assert np.isfinite(to_numpy(getattr(net, what)(X, t).flat if what == "gradient"
+                                    else np.float64(getattr(net, what)(X, t)))).all()
+
+
+SOFT_BAD = [
+    pytest.param([[1.5, -0.5, 0.0]], "1 row.s. have negative entries", id="negative-entry"),
+    pytest.param([[0.0, 0.0, 0.0]], r"1 do not sum to 1 \(row 2 sums to 0\)", id="all-zero-row"),
+    pytest.param([[1.0, 1.0, 0.0]], r"row 2 sums to 2", id="row-sums-to-2"),
+]
+
+
+@pytest.mark.parametrize("row, match", SOFT_BAD)
+@pytest.mark.parametrize("where", ["loss", "fit", "fit-device", "validation"])
+def test_soft_targets_must_be_probability_distributions(dev, row, match, where):
+    """Issue 15 item 11: a softmax cross-entropy with rows that are not distributions is unbounded
+    (negative entries) or learns nothing (zero rows); refused before training."""
+    t = np.eye(3, dtype=np.float32)[T]
+    t[2] = row[0]
+    net = mlp(device=dev)
+    tr = gpunn.Trainer(net, optim.SGD(), epochs=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="must hold probability distributions.*" + match):
+        if where == "loss":
+            net.loss(X, t)
+        elif where == "fit":
+            tr.fit(X, t)
+        elif where == "fit-device":   # device-resident targets: checked once, at the start of fit
+            tr.fit(dev.to_device(X), dev.to_device(t))
+        else:
+            tr.fit(X, np.eye(3, dtype=np.float32)[T], validation_data=(X, t))
+    assert tr.step == 0
+
+
+def test_soft_targets_within_rounding_and_other_losses_are_accepted(dev):
+    smooth = np.full((4, 3), 0.1 / 3, dtype=np.float32) + 0.9 * np.eye(3, dtype=np.float32)[T]
+    assert np.isfinite(float(mlp(device=dev).loss(X, smooth)))
+    # an MSE model's targets are not distributions
+    assert np.isfinite(float(mlp(device=dev, loss="mse").loss(X, -np.ones((4, 3), np.float32))))
+
+
+def test_mse_model_with_one_output_asks_for_a_column_of_targets(dev):
+    """Issue 15 item 13: 1-D regression targets were read as class indices ("not whole numbers")."""
+    net = gpunn.MLP(6, [5], 1, loss="mse", seed=0, device=dev)
+    y = np.linspace(-1, 1, 4).astype(np.float32)
+    with pytest.raises(ValueError, match=r"targets of shape \(4, 1\), e.g. t.reshape\(-1, 1\)"):
+        net.loss(X, y)
+    with pytest.raises(ValueError, match=r"shape \(4, 1\)"):
+        gpunn.Trainer(net, optim.SGD(), progress=False).fit(X, y)
+    assert np.isfinite(float(net.loss(X, y.reshape(-1, 1))))
+
+
+def test_exponential_lr_overflow_is_a_clear_error():
+    """Issue 15 item 13: ExponentialLR(gamma=10) ended in a bare OverflowError (float ** int)."""
+    opt = optim.SGD(lr=0.1)
+    sched = optim.ExponentialLR(opt, gamma=10)
+    with pytest.raises(ValueError, match=r"ExponentialLR.*learning rate at step \d+ is not a finite float.*"
+                                         r"gamma <= 1"):
+        for _ in range(1000):
+            sched.step()
+    assert np.isfinite(opt.lr) and opt.lr == sched.get_last_lr()  # the last good rate is kept
+
+
+def test_idx_file_with_zero_images_is_named(tmp_path):
+    """Issue 15 item 13: NumPy's "cannot reshape array of size 0" without the file's name."""
+    from test_datasets import write_idx
+
+    images = write_idx(tmp_path / "empty-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    labels = write_idx(tmp_path / "empty-labels-idx1-ubyte", np.zeros((0,), np.uint8))
+    with pytest.raises(D.IDXFormatError, match=f"{images}: holds 0 images"):
+        D.load_idx_pair(images, labels)

@@ -254,3 +254,234 @@ def test_load_model_with_batchnorm_and_dropout(tmp_path):
     np.testing.assert_allclose(to_numpy(b.predict(X)), a.predict(X), rtol=1e-5, atol=1e-6)
     with pytest.raises(CheckpointError, match="different architecture"):
         ckpt.load(tmp_path / "m.npz", net())
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 items 4 and 7: resume keeps checkpointing to its file; restored hyper-parameters are named
+# --------------------------------------------------------------------------------------------------
+def test_readme_resume_snippet_saves_the_finished_run(tmp_path, monkeypatch):
+    """The README's lines, as written (a small net, and Ctrl-C simulated at step 4)."""
+    monkeypatch.chdir(tmp_path)
+    x, t = X, T
+    n, opt = net(), optim.SGD(lr=0.1)
+    trainer = gpunn.Trainer(n, opt, epochs=3, checkpoint_path="run.npz", batch_size=16, progress=False)
+    real = n._gradient
+    n._gradient = lambda xb, tb: (_ for _ in ()).throw(KeyboardInterrupt) if trainer.step == 4 \
+        else real(xb, tb)
+    assert trainer.fit(x, t)["interrupted"]
+    n._gradient = real
+    n, opt = net(seed=5), optim.SGD(lr=0.1)
+    # --- the README ---
+    trainer = gpunn.Trainer(n, opt, epochs=3, batch_size=16, progress=False).resume("run.npz")
+    trainer.fit(x, t)
+    loaded = gpunn.checkpoint.load_model("run.npz")
+    # ---
+    assert trainer.checkpoint_path == tmp_path / "run.npz" or str(trainer.checkpoint_path) == "run.npz"
+    assert ckpt.read_metadata("run.npz")["trainer"]["step"] == trainer.step == 9
+    np.testing.assert_array_equal(loaded.params.flat, n.params.flat)
+
+
+def test_resume_with_checkpoint_false_or_another_path_does_not_adopt_the_file(tmp_path):
+    path = tmp_path / "run.npz"
+    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False,
+                       checkpoint_path=path)
+    tr.fit(X, T)
+    assert gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False).resume(path, checkpoint=False) \
+        .checkpoint_path is None
+    other = tmp_path / "other.npz"
+    assert gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False, checkpoint_path=other).resume(path) \
+        .checkpoint_path == other
+
+
+def test_resume_names_restored_hyper_parameters_and_a_lower_lr_after_resume_works(tmp_path):
+    """After a divergence whose message says to lower the learning rate, resuming restores the saved
+    lr (a warning says so, old and new); setting it after resume() is what the message advises."""
+    path = tmp_path / "run.npz"
+
+    def relu_net():
+        return gpunn.MLP(6, [5], 3, activation="relu", seed=1)
+
+    tr = gpunn.Trainer(relu_net(), optim.SGD(lr=1e30), epochs=3, batch_size=16, progress=False,
+                       checkpoint_path=path)
+    tr.save_checkpoint()  # the run's start: the last good checkpoint
+    with pytest.raises(gpunn.TrainingDivergedError, match=r"set trainer.optimizer.lr = \.\.\.") as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tr.fit(X, T)
+    assert info.value.checkpoint == path
+    fresh = gpunn.Trainer(relu_net(), optim.SGD(lr=0.01), epochs=3, batch_size=16, progress=False)
+    with pytest.warns(ckpt.CheckpointWarning, match=r"restored the saved optimizer hyper-parameters "
+                                                    r"lr=1e\+30 \(the optimizer had 0.01\)"):
+        fresh.resume(path)
+    assert fresh.optimizer.lr == 1e30
+    fresh.optimizer.lr = 0.01  # the advice
+    h = fresh.fit(X, T)
+    assert np.isfinite(h["loss"]).all() and fresh.epoch == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 items 5, 6, 8: untrusted and odd checkpoint files
+# --------------------------------------------------------------------------------------------------
+def rewrite(src, dst, edit_meta=None, extra=None):
+    """Copy the checkpoint ``src`` to ``dst`` with its metadata edited by ``edit_meta(meta)`` and
+    ``extra`` arrays added."""
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays["__gpunn__"].tobytes())
+    if edit_meta is not None:
+        edit_meta(meta)
+    arrays["__gpunn__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays.update(extra or {})
+    np.savez(dst, **arrays)
+    return dst
+
+
+def dropout_run(tmp_path):
+    n = net(dropout=0.5)
+    opt = optim.Momentum(lr=0.1)
+    tr = gpunn.Trainer(n, opt, epochs=1, batch_size=16, progress=False)
+    tr.fit(X, T)
+    return ckpt.save(tmp_path / "run.npz", n, opt, tr)
+
+
+@pytest.mark.parametrize("bad", [{"state": "garbage", "inc": 1}, {"state": -1, "inc": None}])
+def test_a_corrupt_dropout_generator_state_changes_nothing(tmp_path, bad):
+    """Issue 15 item 6: a raw TypeError after the parameters and the optimizer state were written."""
+    src = dropout_run(tmp_path)
+
+    def corrupt(meta):
+        (state,) = meta["model"]["rngs"].values()
+        state["state"] = bad
+
+    path = rewrite(src, tmp_path / "bad.npz", corrupt)
+    n, opt = net(dropout=0.5, seed=9), optim.Momentum(lr=0.3)
+    tr = gpunn.Trainer(n, opt, epochs=1, batch_size=16, progress=False)
+    tr.fit(X, T)
+    before = (to_numpy(n.params.flat).copy(), opt.state_dict(), n.layers[2].rng.bit_generator.state)
+    with pytest.raises(CheckpointError, match="bad random-generator state for 'layers.2.rng'"):
+        ckpt.load(path, n, opt, tr)
+    np.testing.assert_array_equal(to_numpy(n.params.flat), before[0])
+    after = opt.state_dict()
+    assert after.keys() == before[1].keys() and opt.lr == 0.3
+    np.testing.assert_array_equal(after["state.__flat__.v"], before[1]["state.__flat__.v"])
+    assert n.layers[2].rng.bit_generator.state == before[2]
+
+
+def test_load_model_checks_declared_sizes_before_allocating(tmp_path, monkeypatch):
+    """Issue 15 item 5: a 4 KB file declaring 30000x30000 made load_model ask for 3.35 GiB."""
+    src = ckpt.save(tmp_path / "small.npz", net())
+
+    def huge(meta):
+        meta["model"]["config"]["hidden_sizes"] = [30000]
+        meta["model"]["config"]["input_size"] = 30000
+
+    path = rewrite(src, tmp_path / "huge.npz", huge)
+    assert path.stat().st_size < 10_000
+    built = []
+    real_init = gpunn.MLP.__init__
+    monkeypatch.setattr(gpunn.MLP, "__init__",
+                        lambda self, *a, **k: (built.append(a), real_init(self, *a, **k))[1])
+    with pytest.raises(CheckpointError, match=r"declares layers \[30000, 30000, 3\] \(900120003 parameters\)"
+                                              r".*holds an array of shape \(53,\).*nothing was allocated"):
+        ckpt.load_model(path)
+    assert built == []
+
+
+def test_entries_the_metadata_does_not_refer_to_are_never_decompressed(tmp_path, monkeypatch):
+    """Issue 15 item 5: an extra compressed 512 MiB entry was decompressed (1.1 GB peak)."""
+    src = ckpt.save(tmp_path / "run.npz", net())
+    path = tmp_path / "extra.npz"
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez_compressed(path, **arrays, extra=np.zeros(4 << 20, dtype=np.uint8))  # 4 MiB in ~4 KB
+    read = []
+    real = ckpt._read_entry
+
+    def spy(p, zf, info, size, header_only=False):
+        if not header_only:
+            read.append(info.filename)
+        return real(p, zf, info, size, header_only)
+
+    monkeypatch.setattr(ckpt, "_read_entry", spy)
+    model = ckpt.load_model(path)
+    np.testing.assert_array_equal(model.params.flat, net().params.flat)
+    assert "extra.npy" not in read and "model/params.npy" in read
+
+
+def test_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
+    """Issue 15 item 8: RecursionError instead of CheckpointError."""
+    src = ckpt.save(tmp_path / "run.npz", net())
+    text = json.loads(np.load(src)["__gpunn__"].tobytes())
+    for depth, match in ((100_000, "not UTF-8 JSON of a sane depth"), (500, "nested more than 64 levels")):
+        meta = dict(text)
+        meta["extra"] = "[" * depth + "]" * depth
+        raw = json.dumps(meta).replace(json.dumps(meta["extra"]), meta["extra"])
+        path = tmp_path / f"deep{depth}.npz"
+        with np.load(src) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays["__gpunn__"] = np.frombuffer(raw.encode(), dtype=np.uint8)
+        np.savez(path, **arrays)
+        with pytest.raises(CheckpointError, match=match):
+            ckpt.read_metadata(path)
+
+
+def test_a_stored_order_that_is_not_a_permutation_is_refused(tmp_path):
+    """Issue 15 item 8: an order with a repeated index was accepted on resume."""
+    path = tmp_path / "run.npz"
+    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=2, batch_size=16, progress=False)
+    real = tr.model._gradient
+    tr.model._gradient = lambda xb, tb: (_ for _ in ()).throw(KeyboardInterrupt) if tr.step == 1 \
+        else real(xb, tb)
+    tr.fit(X, T)
+    tr.save_checkpoint(path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays["__gpunn__"].tobytes())
+    key = meta["trainer"]["order"]["__array__"]
+    arrays[key] = arrays[key].copy()
+    arrays[key][0] = arrays[key][1]  # a duplicate: still in range
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(CheckpointError, match=r"the stored epoch order is not a permutation of range\(40\)"):
+        gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False).resume(tmp_path / "bad.npz")
+
+
+def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
+    """Issue 15 item 8: writers killed mid-write left .run.npz.*.tmp files, never cleaned."""
+    path = tmp_path / "run.npz"
+    orphans = [tmp_path / f".run.npz.{s}.tmp" for s in ("abcd1234", "x_y-z987")]
+    for o in orphans:
+        o.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.npz.abcd1234.tmp"
+    other.write_bytes(b"another file's")
+    ckpt.save(path, net())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npz.abcd1234.tmp", "run.npz"]
+
+
+def test_a_250_character_checkpoint_name_works(tmp_path):
+    """Issue 15 item 8: the temporary name (.NAME.XXXXXXXX.tmp) exceeded 255 bytes."""
+    path = tmp_path / ("r" * 246 + ".npz")
+    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False,
+                       checkpoint_path=path)
+    tr.fit(X, T)
+    assert ckpt.read_metadata(path)["trainer"]["epoch"] == 1
+    (tmp_path / (ckpt._temp_prefix(path) + "12345678.tmp")).write_bytes(b"orphan")
+    tr.save_checkpoint()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_read_only_checkpoint_directory_is_refused_up_front(tmp_path, monkeypatch):
+    """Issue 15 item 8: accepted, then training died after the first epoch."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:  # (root writes anywhere: then simulate the refusal of the file system)
+        ro.chmod(0o500)
+    else:
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(ckpt.tempfile, "mkstemp", refuse)
+    try:
+        with pytest.raises(ValueError, match=f"checkpoint_path: cannot write in directory {ro}"):
+            gpunn.Trainer(net(), optim.SGD(), checkpoint_path=ro / "run.npz")
+    finally:
+        ro.chmod(0o700)

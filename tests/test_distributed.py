@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,33 @@ def test_ranks_that_disagree_on_the_run_are_refused(tmp_path):
     rc, output, _ = mpirun("mismatch", tmp_path)
     assert rc != 0
     assert "the ranks disagree on the data-order seed" in output
+
+
+@needs_mpi
+@pytest.mark.parametrize("what, named", [
+    ("lr", r"the optimizer and its hyper-parameters .*rank 1 has SGD\(lr=0.5, weight_decay=0.0\)"),
+    ("optimizer", r"the optimizer and its hyper-parameters .*rank 1 has Momentum\(lr=0.1, momentum=0.9"),
+    ("activation", r"the model configuration .*rank 1 has .*\"activation\": \[\"relu\", \"relu\"\]"),
+    ("data", r"the training data \(checksum of every value of x and t\)"),
+    ("dtype", r"the model's dtype \(bytes per value\) \(rank 0: 4, rank 1: 8; rank 1 has float64\)"),
+])
+def test_ranks_that_disagree_stop_with_an_error_naming_what_differs(tmp_path, what, named):
+    """Issue 15 item 1: only 16 sampled rows and a few counts were compared; the optimizer, its
+    hyper-parameters, the model's configuration and the rest of the data trained silently apart."""
+    rc, output, _ = mpirun(f"disagree:{what}", tmp_path)
+    assert rc != 0
+    assert re.search("the ranks disagree on " + named, output), output
+
+
+@needs_mpi
+def test_checkpoint_path_on_rank_0_only_is_rank_0s_job(tmp_path):
+    """Issue 15 item 2: the other rank, without a checkpoint_path, must still take part in the
+    collectives of rank 0's checkpoint schedule."""
+    rc, output, _ = mpirun("ckpt_rank0", tmp_path)
+    assert rc == 0, output
+    results = sorted(line for line in output.splitlines() if line.startswith("RESULT "))
+    assert results == [f"RESULT rank={r} step=12 interrupted=False losses=12" for r in (0, 1)], output
+    assert gpunn.checkpoint.read_metadata(tmp_path / "run.npz")["trainer"]["step"] == 12
 
 
 @needs_mpi

@@ -3,6 +3,7 @@ and Ctrl-C (a real SIGINT, or a KeyboardInterrupt raised inside a step) ends tra
 
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -183,7 +184,9 @@ def test_keyboard_interrupt_raised_inside_a_step(tmp_path, capsys):
 
 
 def test_guard_is_one_check_per_step(monkeypatch):
-    """Cheap path: one finiteness reduction per step; no per-array diagnosis unless it fails."""
+    """Cheap path: one finiteness reduction per step (which also covers the parameters the previous
+    update wrote), plus one per epoch for the epoch's last update; no per-array diagnosis unless it
+    fails."""
     tr = trainer(epochs=1)
     calls = {"isfinite": 0, "isnan": 0}
     xp = tr.model.xp
@@ -196,7 +199,7 @@ def test_guard_is_one_check_per_step(monkeypatch):
 
     tr.model.xp = Counting()
     tr.fit(X, T)
-    assert calls == {"isfinite": 3, "isnan": 0}
+    assert calls == {"isfinite": 3 + 1, "isnan": 0}
 
 
 def test_interrupt_inside_a_batchnorm_forward_keeps_the_old_checkpoint(tmp_path, capsys):
@@ -213,3 +216,128 @@ def test_interrupt_inside_a_batchnorm_forward_keeps_the_old_checkpoint(tmp_path,
     hook_gradient(tr, 4, stop)
     assert tr.fit(X, T)["interrupted"]
     assert ckpt.read_metadata(path)["trainer"]["step"] == 2 and "not rewritten" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 item 9: hyper-parameters not finite in the model's dtype; updates that damage the model
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, match", [
+    (lambda: optim.SGD(lr=1e39), r"lr=1e\+39 is not finite in float32"),
+    (lambda: optim.Adam(eps=1e-50), r"eps=1e-50 rounds to 0 in float32"),
+    (lambda: optim.Momentum(lr=0.1, weight_decay=1e39), r"weight_decay=1e\+39 is not finite in float32"),
+])
+def test_hyper_parameters_must_be_finite_in_the_models_dtype(make, match):
+    model = gpunn.MLP(6, [5], 3, seed=1)
+    with pytest.raises(ValueError, match=match):
+        gpunn.Trainer(model, make(), progress=False)          # refused up front
+    with pytest.raises(ValueError, match=match):
+        make().update(model.params, model.grads)               # and by the textbook loop's first step
+    gpunn.Trainer(gpunn.MLP(6, [5], 3, dtype="float64"), make(), progress=False)  # fine in float64
+
+
+def test_a_schedule_cannot_push_lr_past_the_models_dtype():
+    opt = optim.SGD(lr=1e38)
+    trainer_ = gpunn.Trainer(gpunn.MLP(6, [5], 3, seed=1), opt, progress=False)
+    assert trainer_.optimizer is opt
+    with pytest.raises(ValueError, match="not finite in float32"):
+        opt.lr = 1e39
+    assert opt.lr == 1e38
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("at_step", [2, 3])  # inside an epoch (seen by step 3's check) / its last step
+def test_an_update_that_makes_parameters_non_finite_is_caught_as_that_step(dev, at_step):
+    """Finite gradients, a finite lr, but lr·g overflows float32: the guard blames that step's update
+    and puts the parameters back as they were before it."""
+    tr = trainer(dev, checkpoint_path=None)
+    tr.optimizer = optim.SGD(lr=1e37)  # finite in float32; lr * g is not, once the gradient is > 34
+    seen = {}
+
+    def blow_up(model):
+        seen["before"] = to_numpy(model.params.flat).copy()
+        model.grads["W1"][0, 0] = 1e3  # finite; the update W1 -= 1e37 * 1e3 overflows to -inf
+
+    hook_gradient(tr, at_step, blow_up)
+    with pytest.raises(TrainingDivergedError) as info:
+        tr.fit(X, T)
+    err = info.value
+    assert (err.step, err.epoch, err.quantity) == (at_step, 1, "params['W1']")
+    assert f"training diverged at step {at_step} (epoch 1, batch {at_step} of 3)" in str(err)
+    assert "update made the parameters non-finite" in str(err) and "restored" in str(err)
+    np.testing.assert_array_equal(to_numpy(tr.model.params.flat), seen["before"])
+    assert tr.step == at_step - 1 and len(tr.history["iter_loss"]) == at_step - 1
+    assert tr.history["loss"] == []  # the epoch was not recorded with broken parameters
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15 item 3: a KeyboardInterrupt at any line of the loop or of the checkpoint writer
+# --------------------------------------------------------------------------------------------------
+_TRACED = ("gpunn/trainer.py", "gpunn/checkpoint.py")
+
+
+def _interrupt_at(tr, at):
+    """Run ``tr.fit`` raising KeyboardInterrupt at the ``at``-th line executed in the trainer or the
+    checkpoint module (a second Ctrl-C can land anywhere); returns the number of lines seen."""
+    seen = [0]
+
+    def tracer(frame, event, arg):
+        if not frame.f_code.co_filename.replace(os.sep, "/").endswith(_TRACED):
+            return None
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == at:
+                raise KeyboardInterrupt  # (a trace function that raises is removed)
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        tr.fit(X, T)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    return seen[0]
+
+
+def test_an_interrupt_at_any_line_leaves_the_previous_or_a_new_good_checkpoint(tmp_path, capsys):
+    """Whatever line the interrupt lands on, the file at checkpoint_path is a good checkpoint of some
+    step k of the uninterrupted run: its parameters, history (no epoch repeated, no entry twice),
+    data order and generator state are that run's at step k."""
+    def make(path=None):
+        return trainer(epochs=2, checkpoint_path=path, checkpoint_unit="step", checkpoint_every=2)
+
+    ref = make()
+    at_step, orders = {0: to_numpy(ref.model.params.flat).copy()}, []
+    real_update = ref.optimizer.update
+    rng = ref.device.host_rng(ref.seed)  # each epoch's order, and the generator state after drawing it
+    for _ in range(2):
+        orders.append((rng.permutation(X.shape[0]), rng.bit_generator.state))
+
+    def update(params, grads):
+        real_update(params, grads)
+        at_step[ref.step + 1] = to_numpy(params.flat).copy()
+
+    ref.optimizer.update = update
+    h = ref.fit(X, T)
+    total = _interrupt_at(make(tmp_path / "count.npz"), 0)
+    assert total > 1000
+    written = set()
+    for at in range(1, total + 1):
+        path = tmp_path / f"run{at}.npz"
+        _interrupt_at(make(path), at)
+        if not path.exists():
+            continue
+        meta = ckpt.read_metadata(path)["trainer"]  # a CheckpointError here is a bad file
+        step, epoch, offset = meta["step"], meta["epoch"], meta["offset"]
+        tr = make().resume(path)
+        np.testing.assert_array_equal(to_numpy(tr.model.params.flat), at_step[step], err_msg=f"line {at}")
+        assert tr.history["iter_loss"] == h["iter_loss"][:step], at
+        assert tr.history["loss"] == h["loss"][:epoch] and tr.history["acc"] == h["acc"][:epoch], at
+        assert step == epoch * 3 + -(-offset // 16), at
+        if offset:
+            np.testing.assert_array_equal(tr._order, orders[epoch][0], err_msg=f"line {at}")
+            assert tr.rng.bit_generator.state == orders[epoch][1], at
+        written.add(step)
+        path.unlink()
+    assert written >= {1, 2, 3, 4, 5, 6}  # interrupts at every step, and the periodic checkpoints
+    capsys.readouterr()

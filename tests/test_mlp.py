@@ -153,5 +153,5 @@ def test_bad_constructor_arguments(kwargs, match):
 
 
 def test_bad_sizes():
-    with pytest.raises(ValueError, match="positive integers"):
+    with pytest.raises(ValueError, match="must be a positive integer"):
         gpunn.MLP(6, [0], 3)

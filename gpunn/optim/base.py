@@ -19,10 +19,12 @@ Python numbers, so ``numpy.savez(f, **opt.state_dict())`` works without pickle -
 
 from __future__ import annotations
 
-from ..backend import Device, device_of
+from ..backend import Device, device_of, host_xp
 from ..backend import device as gpunn_device
 from ..kernels import resolve
 from ..validate import check_hyper
+
+np = host_xp()
 
 __all__ = ["Hyper", "Optimizer"]
 
@@ -42,8 +44,21 @@ class Hyper:
     def __init__(self, low=None, high=None, low_open=False, high_open=False):
         self.bounds = dict(low=low, high=high, low_open=low_open, high_open=high_open)
 
-    def check(self, name, value) -> float:
-        return check_hyper(name, value, **self.bounds)
+    def check(self, name, value, dtype=None) -> float:
+        """``value`` as a float within the bounds; with ``dtype`` (the parameters' float type) it must
+        also be finite in that type, and a value required to be > 0 must not round to 0 in it."""
+        v = check_hyper(name, value, **self.bounds)
+        if dtype is not None:
+            with np.errstate(over="ignore"):
+                cast = Device.scalar(v, dtype)
+            if not np.isfinite(cast):
+                raise ValueError(f"{name}={value!r} is not finite in {np.dtype(dtype).name} (it overflows to "
+                                 f"{cast}); the parameters are {np.dtype(dtype).name}: use |{name}| <= "
+                                 f"{np.finfo(dtype).max:.3g}")
+            if self.bounds["low_open"] and self.bounds["low"] == 0 and cast == 0:
+                raise ValueError(f"{name}={value!r} rounds to 0 in {np.dtype(dtype).name}, and {name} must "
+                                 f"be > 0; use {name} >= {np.finfo(dtype).tiny:.3g} (e.g. the default)")
+        return v
 
 
 def unit_interval():
@@ -85,9 +100,19 @@ class Optimizer:
     # -- hyper-parameters ------------------------------------------------------------------
     def __setattr__(self, name, value):
         spec = getattr(type(self), name, None)
-        if isinstance(spec, Hyper):
-            value = spec.check(name, value)
+        if isinstance(spec, Hyper):  # (once the parameters' dtype is known: also finite in it)
+            value = spec.check(name, value, self.__dict__.get("_dtype"))
         object.__setattr__(self, name, value)
+
+    def check_dtype(self, dtype) -> None:
+        """Check every hyper-parameter against the parameters' float ``dtype`` (finite in it; ε not
+        rounding to 0), and check later assignments (a schedule's) against it too.  Called by
+        :class:`gpunn.Trainer` before training and by the first :meth:`update`; ``ValueError``
+        naming the hyper-parameter."""
+        dtype = np.dtype(dtype)
+        for name in self.hyper_names():
+            getattr(type(self), name).check(name, getattr(self, name), dtype)
+        object.__setattr__(self, "_dtype", dtype)
 
     @classmethod
     def hyper_names(cls) -> tuple:
@@ -130,6 +155,8 @@ class Optimizer:
     def _first_update(self, dev, params, grads, groups):
         """A step that validated its arguments: the kernel for ``dev``, the state, and for a model's
         flat buffers the fast path of the next steps."""
+        if self.__dict__.get("_dtype") != groups[0][1].dtype:
+            self.check_dtype(groups[0][1].dtype)
         if self._kernel is None or self._kernel[0] != dev:
             self._kernel = (dev, resolve(dev, "optim", self.rule))
         kernel = self._kernel[1]
@@ -279,7 +306,7 @@ class Optimizer:
             raise ValueError(f"t must be a non-negative whole number, got {t}")
         hyper = {name: _number(state_dict[name], name) for name in names if name in keys}
         for name, value in hyper.items():  # validate all before changing anything
-            getattr(type(self), name).check(name, value)
+            getattr(type(self), name).check(name, value, self.__dict__.get("_dtype"))
         for name, value in hyper.items():
             setattr(self, name, value)
         self.t = int(t)

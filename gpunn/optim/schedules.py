@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..validate import check_hyper
+from ..validate import check_hyper, positive_int
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "WarmupLR"]
 
@@ -33,20 +33,33 @@ class LRScheduler:
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
         self.last_step = 0
-        self.optimizer.lr = self.lr_at(0)
+        self.optimizer.lr = self._lr(0)
 
     def lr_at(self, step: int) -> float:
         raise NotImplementedError
 
+    def _lr(self, step: int) -> float:
+        """``lr_at(step)``, or a ValueError when it is not a finite float (e.g. γ > 1 compounding)."""
+        try:
+            lr = float(self.lr_at(step))
+        except OverflowError:
+            lr = math.inf
+        if not math.isfinite(lr):
+            raise ValueError(f"{self!r}: the learning rate at step {step} is not a finite float (it "
+                             f"overflows); with gamma > 1 the rate grows without bound -- use gamma <= 1 or "
+                             "fewer steps")
+        return lr
+
     def step(self) -> float:
         """Advance one step; set and return the optimizer's new ``lr``."""
+        lr = self._lr(self.last_step + 1)
         self.last_step += 1
-        self.optimizer.lr = lr = self.lr_at(self.last_step)
+        self.optimizer.lr = lr
         return lr
 
     def get_last_lr(self) -> float:
         """The learning rate of the current step."""
-        return self.lr_at(self.last_step)
+        return self._lr(self.last_step)
 
     def state_dict(self) -> dict:
         return {"base_lr": self.base_lr, "last_step": self.last_step}
@@ -54,7 +67,7 @@ class LRScheduler:
     def load_state_dict(self, state: dict) -> None:
         self.base_lr = check_hyper("base_lr", float(state["base_lr"]), low=0)
         self.last_step = int(state["last_step"])
-        self.optimizer.lr = self.lr_at(self.last_step)
+        self.optimizer.lr = self._lr(self.last_step)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_lr={self.base_lr}, last_step={self.last_step})"
@@ -64,9 +77,7 @@ class StepLR(LRScheduler):
     """η_t = η₀ · γ^⌊t / step_size⌋ (multiply by ``gamma`` every ``step_size`` steps)."""
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.step_size = step_size
+        self.step_size = positive_int("step_size", step_size)
         self.gamma = check_hyper("gamma", gamma, low=0)
         super().__init__(optimizer)
 
@@ -90,9 +101,7 @@ class CosineAnnealingLR(LRScheduler):
     (Loshchilov & Hutter's SGDR without restarts; PyTorch's closed form)."""
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
-        if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
-            raise ValueError(f"T_max must be a positive integer, got {T_max!r}")
-        self.T_max = T_max
+        self.T_max = positive_int("T_max", T_max)
         self.eta_min = check_hyper("eta_min", eta_min, low=0)
         super().__init__(optimizer)
 
@@ -111,9 +120,7 @@ class WarmupLR(LRScheduler):
 
     def __init__(self, optimizer, warmup_steps: int, start_factor: float = 0.1,
                  then: LRScheduler | None = None):
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be a positive integer, got {warmup_steps!r}")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = positive_int("warmup_steps", warmup_steps)
         self.start_factor = check_hyper("start_factor", start_factor, low=0, high=1)
         if then is not None and then.optimizer is not optimizer:
             raise ValueError("then= must be a schedule of the same optimizer")

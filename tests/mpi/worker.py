@@ -15,6 +15,10 @@ or prints it; the failure scenarios are judged from the job's output, exit code 
   same step.
 * ``diverge``: rank 1 alone sees a NaN loss at step 3 (its gradients finite); the guard must stop
   both ranks at step 3, before the optimizer applies it.
+* ``disagree:WHAT``: rank 1 differs in WHAT (``lr``, ``optimizer``, ``activation``, ``data``: 40 of
+  the 103 rows, ``dtype``): a DistributedError naming it before training.
+* ``ckpt_rank0``: only rank 0 is given a checkpoint_path (``checkpoint_unit="step"``): training must
+  run to the end on both ranks, rank 0 writing the checkpoints.
 """
 
 from __future__ import annotations
@@ -192,6 +196,36 @@ def scenario_diverge(out):
               f"losses={len(exc.history['iter_loss'])}: {exc}", flush=True)
 
 
+def scenario_disagree(out, what):
+    dist.init()
+    x, t = data()
+    other = dist.rank() == 1
+    if what == "data" and other:
+        x = x.copy()
+        x[3:83:2] += 1  # 40 rows, most of them outside any 16-row sample
+    kw = {"activation": "relu" if what == "activation" and other else "tanh"}
+    net = gpunn.MLP(FEATURES, [16, 8], CLASSES, seed=7, dtype="float64" if what == "dtype" and other else
+                    "float32", **kw)
+    opt = gpunn.optim.SGD(lr=0.5 if what == "lr" and other else 0.1)
+    if what == "optimizer" and other:
+        opt = gpunn.optim.Momentum(lr=0.1)
+    tr = gpunn.Trainer(net, opt, batch_size=BATCH, seed=3, progress=False, distributed=True)
+    tr.fit(x, t)
+
+
+def scenario_ckpt_rank0(out):
+    dist.init()
+    x, t = data()
+    path = out / "run.npz" if dist.rank() == 0 else None
+    tr = gpunn.Trainer(build("cpu"), gpunn.optim.SGD(lr=0.1), epochs=2, batch_size=BATCH, seed=3,
+                       progress=False, distributed=True, checkpoint_path=path, checkpoint_unit="step",
+                       checkpoint_every=2)
+    h = tr.fit(x, t)
+    print(f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
+          f"losses={len(h['iter_loss'])}", flush=True)
+
+
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])
-    globals()[f"scenario_{scenario}"](out)
+    name, _, arg = scenario.partition(":")
+    globals()[f"scenario_{name}"](out, *([arg] if arg else []))
