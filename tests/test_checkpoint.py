@@ -66,7 +66,8 @@ def test_resume_continues_bit_for_bit(tmp_path, cls):
         other = net(seed=99)  # different initial weights: everything must come from the file
         tr = gpunn.Trainer(other, cls(lr=0.5) if cls is not optim.AdaDelta else cls(rho=0.5), epochs=3,
                            batch_size=16, seed=1234, progress=False)
-        tr.resume(snap)
+        with pytest.warns(gpunn.checkpoint.CheckpointWarning, match="restored the saved optimizer hyper"):
+            tr.resume(snap)                       # the file's hyper-parameters win, and it says so
         # the last one holds the finished run (a fit() now would start a new run of 3 epochs)
         h = tr.fit(X, T, validation_data=(XV, TV)) if tr.epoch < 3 else tr.history
         assert h["iter_loss"] == h_ref["iter_loss"], snap.name
