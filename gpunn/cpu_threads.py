@@ -26,6 +26,7 @@ The policy (the README's "Threads" section has the measurements behind it):
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
@@ -198,7 +199,8 @@ class _Blas:
         self.libs = None
         self.start = 1
         self.current = None
-        self.active = 0
+        self.active = 0           # GEMMs running with ``current`` threads
+        self.queue = collections.deque()  # threads waiting for their turn, in order
         self.cond = threading.Condition(threading.Lock())
         self.sections = {}
 
@@ -222,14 +224,30 @@ class _Blas:
         return self.start
 
     def enter(self, n: int) -> None:
+        """Wait until GEMMs on ``n`` threads may run, then count this one in.  First come, first
+        served: a thread that has to wait queues, and newcomers queue behind it (no starvation)."""
         with self.cond:
-            while self.active and self.current != n:
-                self.cond.wait()
-            if self.current != n:
-                for lib in self.libs:
-                    lib.set_num_threads(n)
-                self.current = n
+            if self.queue or (self.active and self.current != n):
+                me = object()
+                self.queue.append(me)
+                while self.queue[0] is not me or (self.active and self.current != n):
+                    self.cond.wait()
+                self.queue.popleft()
+                self.cond.notify_all()  # the next in line may join this run of GEMMs
+            if self.current != n:       # only when no GEMM runs (active == 0)
+                self._set(n)
             self.active += 1
+
+    def _set(self, n: int) -> None:
+        """Set every BLAS library to ``n`` threads.  threadpoolctl lets only one Python thread (the
+        first to set a limit) change a process-wide pool and silently ignores the others; this gate
+        already serialises the changes, so hand control to the calling thread first."""
+        for lib in self.libs:
+            clear = getattr(lib, "clear_controlling_thread", None)
+            if clear is not None:
+                clear(force=True)
+            lib.set_num_threads(n)
+        self.current = n
 
     def leave(self) -> None:
         with self.cond:
@@ -298,6 +316,7 @@ def _after_fork_in_child():
     _parallel_lock = threading.Lock()
     _blas.cond = threading.Condition(threading.Lock())
     _blas.active = 0
+    _blas.queue.clear()
     _load.lock = threading.Lock()
 
 
