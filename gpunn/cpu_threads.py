@@ -9,9 +9,11 @@ The policy (the README's "Threads" section has the measurements behind it):
   by :func:`set_max_threads`.
 * **GEMMs** (:func:`gemm`): single-threaded below ``GEMM_PARALLEL_MIN`` multiply-adds (m·k·n),
   where a second thread saves a few µs on an idle machine but costs milliseconds when its core is
-  busy; larger ones use all of this process's cores.  The choice depends on the shape only, never
-  on the load: OpenBLAS's results depend on its thread count, and a run must not change its
-  results with the machine's load.
+  busy.  Larger ones use all of this process's cores in training (forward and backward of a
+  training step): the shape alone decides, never the load, because OpenBLAS's results depend on
+  its thread count and a model must not change its bits with the machine's load.  Evaluation
+  GEMMs (``predict``, ``accuracy``, validation), whose results feed no parameter, use only the
+  :func:`budget` (a 2-thread OpenBLAS GEMM stalls at every internal sync on a busy core).
 * **gpunn's own parallel kernels** (Numba ``prange`` loops above a size, BatchNorm's row chunks on
   gpunn's helper threads): at most :func:`budget` threads, the cores that are idle or already ours
   (sampled from ``/proc/stat`` at most every ``SAMPLE_S`` seconds), so a core taken by another
@@ -31,7 +33,7 @@ import os
 import threading
 import time
 
-GEMM_PARALLEL_MIN = 1 << 25
+GEMM_PARALLEL_MIN = 1 << 25  # 33.5M: e.g. 256×256×512
 """GEMMs with fewer multiply-adds (m·k·n) than this run on one BLAS thread (see the module docstring;
 measured in ``benchmarks/RESULTS.md``)."""
 
@@ -293,13 +295,16 @@ _blas = _Blas()
 _NO_SECTION = _NoSection()
 
 
-def gemm_threads(m: int, k: int, n: int) -> int:
-    """BLAS threads for an (m×k)·(k×n) product: 1 below ``GEMM_PARALLEL_MIN`` multiply-adds, else
-    :func:`cores` (shape only, never load: see the module docstring)."""
-    return 1 if m * k * n < GEMM_PARALLEL_MIN else _cores()
+def gemm_threads(m: int, k: int, n: int, train: bool = True) -> int:
+    """BLAS threads for an (m×k)·(k×n) product: 1 below ``GEMM_PARALLEL_MIN`` multiply-adds; else
+    :func:`cores` in training (the shape alone decides: the model's bits must not depend on the
+    load), :func:`budget` in evaluation (outputs only: their last bits may follow the idle cores)."""
+    if m * k * n < GEMM_PARALLEL_MIN:
+        return 1
+    return _cores() if train else budget()
 
 
-def gemm(m: int, k: int, n: int):
+def gemm(m: int, k: int, n: int, train: bool = True):
     """A context for one (m×k)·(k×n) GEMM with the policy's BLAS thread count::
 
         with cpu_threads.gemm(m, k, n):
@@ -307,18 +312,4 @@ def gemm(m: int, k: int, n: int):
     """
     if not _blas.available():
         return _NO_SECTION
-    return _blas.section(gemm_threads(m, k, n))
-
-
-def _after_fork_in_child():
-    """A forked child starts with fresh locks (a parent thread may have held one at the fork)."""
-    global _parallel_lock
-    _parallel_lock = threading.Lock()
-    _blas.cond = threading.Condition(threading.Lock())
-    _blas.active = 0
-    _blas.queue.clear()
-    _load.lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    return _blas.section(gemm_threads(m, k, n, train))

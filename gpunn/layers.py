@@ -72,11 +72,11 @@ class Affine(Layer):
     def forward(self, x, train=False):
         self.x = x
         if self.dev is None:
-            out = self._mm(x, self.W)
+            out = self._mm(x, self.W, train=train)
             out += self.b
             return out
         out = self._buf("out", (x.shape[0], self.W.shape[1]), self.W.dtype) if self.inplace else None
-        out = self._mm(x, self.W, out)
+        out = self._mm(x, self.W, out, train)
         if not self.bias_deferred:
             _fast.add_bias(self.dev, out, self.b)
         return out
@@ -93,11 +93,11 @@ class Affine(Layer):
         dx = self._buf("dx", (dout.shape[0], self.W.shape[0]), dout.dtype) if self.inplace else None
         return self._mm(dout, self.W.T, dx)
 
-    def _mm(self, a, b, out=None):
+    def _mm(self, a, b, out=None, train=True):
         """``a @ b`` (into ``out`` when given); on the host with the BLAS thread count of
-        :func:`gpunn.cpu_threads.gemm` (one thread for small GEMMs)."""
+        :func:`gpunn.cpu_threads.gemm` (one thread for small GEMMs, see there for ``train``)."""
         if self.xp is host_xp():
-            with cpu_threads.gemm(a.shape[0], a.shape[1], b.shape[1]):
+            with cpu_threads.gemm(a.shape[0], a.shape[1], b.shape[1], train):
                 return self.xp.matmul(a, b, out=out)
         return self.xp.matmul(a, b, out=out)
 
