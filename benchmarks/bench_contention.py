@@ -14,7 +14,7 @@ Three comparisons, each job a fresh process with no thread environment variables
 
 Each job reports its own training wall time; jobs are interleaved over ``--rounds`` rounds and
 the medians are compared (the load average is printed with every measurement: other tenants'
-processes skew any one run).  Bounded: ``--epochs`` (default 5) keeps a round under a minute on
+processes skew any one run).  Bounded: ``--epochs`` (default 20) keeps a round near a minute on
 the 2-core development VM.
 """
 
@@ -139,8 +139,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir",
                     default=os.environ.get("GPUNN_DATA", str(ROOT.parent / "shared/data/mnist")))
-    ap.add_argument("--epochs", type=int, default=5, help="epochs of the main job")
-    ap.add_argument("--mpi-epochs", type=int, default=2, help="epochs of the mpirun job")
+    ap.add_argument("--epochs", type=int, default=20, help="epochs of the main job (the README command: 20)")
+    ap.add_argument("--mpi-epochs", type=int, default=10, help="epochs of the mpirun job")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=240, help="seconds one job may take")
     ap.add_argument("--no-torch", action="store_true")

@@ -203,7 +203,8 @@ class _Blas:
         self.current = None
         self.active = 0           # GEMMs running with ``current`` threads
         self.queue = collections.deque()  # threads waiting for their turn, in order
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.sections = {}
 
     def _load(self):
@@ -228,7 +229,12 @@ class _Blas:
     def enter(self, n: int) -> None:
         """Wait until GEMMs on ``n`` threads may run, then count this one in.  First come, first
         served: a thread that has to wait queues, and newcomers queue behind it (no starvation)."""
-        with self.cond:
+        lock = self.lock
+        lock.acquire()
+        try:
+            if self.current == n and not self.queue:  # the common case: no change, nobody waiting
+                self.active += 1
+                return
             if self.queue or (self.active and self.current != n):
                 me = object()
                 self.queue.append(me)
@@ -239,6 +245,8 @@ class _Blas:
             if self.current != n:       # only when no GEMM runs (active == 0)
                 self._set(n)
             self.active += 1
+        finally:
+            lock.release()
 
     def _set(self, n: int) -> None:
         """Set every BLAS library to ``n`` threads.  threadpoolctl lets only one Python thread (the
@@ -252,10 +260,12 @@ class _Blas:
         self.current = n
 
     def leave(self) -> None:
-        with self.cond:
-            self.active -= 1
-            if not self.active:
-                self.cond.notify_all()
+        lock = self.lock
+        lock.acquire()
+        self.active -= 1
+        if not self.active and self.queue:
+            self.cond.notify_all()
+        lock.release()
 
     def section(self, n: int):
         s = self.sections.get(n)
