@@ -8,7 +8,9 @@ Three comparisons, each job a fresh process with no thread environment variables
   SGD η = 0.5, batch 64, validation after each epoch) trained by the example itself (gpunn) and by
   the same loop in PyTorch (``gpunn.torch_mirror.to_torch`` of the same net), first alone, then
   with a busy process (``python -c "while True: pass"``) started before and killed after.  The
-  ratio busy / idle is printed per library (target for gpunn: ≤ 1.5×).
+  ratio busy / idle is printed per library (target for gpunn: ≤ 1.5×).  A control runs the gpunn
+  job with every pool at one thread (``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 …``): its ratio
+  is what the busy process costs a serial job under the machine's current load.
 * **``mpirun -n 2 examples/mnist_data_parallel.py``** with default threads against
   ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` (one thread per rank; target ≤ 1.5×).
 
@@ -116,7 +118,11 @@ def _jobs(args) -> dict:
     example = [py, str(EXAMPLES / "mnist_mlp.py"), "--device", "cpu", *data, "--epochs",
                str(args.epochs), "--no-plot", "--no-progress"]
     torch_job = [py, __file__, "--worker", "torch", *data, "--epochs", str(args.epochs)]
-    jobs = {"gpunn idle": (example, _env(), False), "gpunn busy": (example, _env(), True)}
+    jobs = {"gpunn idle": (example, _env(), False), "gpunn busy": (example, _env(), True),
+            # the control: the same job with every pool at one thread (what the busy process costs
+            # a purely serial job on this machine now)
+            "gpunn 1-thread env idle": (example, _env(one_thread=True), False),
+            "gpunn 1-thread env busy": (example, _env(one_thread=True), True)}
     if not args.no_torch:
         jobs.update({"torch idle": (torch_job, _env(), False), "torch busy": (torch_job, _env(), True)})
     if not args.no_mpi:
@@ -169,6 +175,8 @@ def main(argv=None) -> dict:
             log.append({"round": r, "job": name, "seconds": s, "load_before": load})
             print(f"round {r}  {name:<30} {s:8.2f} s   ({load})", flush=True)
     ratios = {"gpunn busy/idle": _ratio(res, "gpunn busy", "gpunn idle"),
+              "gpunn 1-thread env busy/idle (control)": _ratio(res, "gpunn 1-thread env busy",
+                                                               "gpunn 1-thread env idle"),
               "torch busy/idle": _ratio(res, "torch busy", "torch idle"),
               "mpirun default/one thread per rank": _ratio(res, "mpirun -n 2 default",
                                                            "mpirun -n 2 one thread/rank"),
@@ -178,7 +186,7 @@ def main(argv=None) -> dict:
         print(f"  {name:<30} {statistics.median(v):8.2f} s   (range {min(v):.2f}-{max(v):.2f})")
     for name, v in ratios.items():
         if v is not None:
-            print(f"  {name:<36} {v:.2f}x")
+            print(f"  {name:<40} {v:.2f}x")
     out = {"seconds": res, "ratios": ratios, "runs": log, "epochs": args.epochs,
            "mpi_epochs": args.mpi_epochs, "load_end": os.getloadavg(), "cpus": os.cpu_count()}
     if args.json:
