@@ -139,7 +139,7 @@ _load = _Load()
 
 def budget() -> int:
     """Threads gpunn's own parallel kernels may use now: :func:`cores`, less the cores other processes
-    keep busy (at least 1)."""
+    keep busy (at least 1; 1 until two samples ``SAMPLE_S`` apart have measured the load)."""
     c = _cores()
     if c == 1:
         return 1
@@ -147,7 +147,7 @@ def budget() -> int:
     if now >= _load.next:
         _load.sample(now)
     v = _load.value
-    return c if v is None else max(1, min(c, v))
+    return 1 if v is None else max(1, min(c, v))  # one thread until the first measurement
 
 
 def kernel_threads() -> int:
