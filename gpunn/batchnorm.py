@@ -118,7 +118,7 @@ class BatchNorm(Layer):
             self.mean = xp.zeros(C, dtype=dt)      # the last training batch's μ (saved for backward)
             self.invstd = xp.zeros(C, dtype=dt)    # and its 1/√(σ² + ε)
         self._scale = None                     # CPU evaluation scratch (C,)
-        self._work = {}                        # CPU scratch per chunk count
+        self._work = {}                        # CPU scratch per segment count
         self.x = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -138,8 +138,8 @@ class BatchNorm(Layer):
         return self.xp.ascontiguousarray(x)
 
     def _workspace(self, n_rows):
-        """The CPU kernels' scratch for ``n_rows``: float64 (chunks, 2, C), array dtype (chunks, 3, C)."""
-        k = _cpu.n_row_chunks(n_rows, self.num_features)
+        """The CPU kernels' scratch for ``n_rows``: float64 (segments, 2, C), array dtype (segments, 3, C)."""
+        k = _cpu.n_segments(n_rows, self.num_features)
         w = self._work.get(k)
         if w is None:
             xp, C = self.xp, self.num_features

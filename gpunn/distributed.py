@@ -245,6 +245,7 @@ class Context:
         self.broken = None        # why the communicator is unusable (a timed-out collective)
         self.stats = {}
         self._local_rank = None
+        self._local_size = None
         self._nccl = None         # (device index, nccl module, NcclCommunicator)
         self._MPI = None
         if comm is not None:
@@ -274,6 +275,19 @@ class Context:
                     self._local_rank = local.Get_rank()
                     local.Free()
         return self._local_rank
+
+    @property
+    def local_size(self) -> int:
+        """How many ranks of the job run on this machine (they share its cores); collective the first
+        time with several ranks (every rank asks MPI)."""
+        if getattr(self, "_local_size", None) is None:
+            if self.comm is None or self.world_size == 1:
+                self._local_size = 1
+            else:
+                local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+                self._local_size = local.Get_size()
+                local.Free()
+        return self._local_size
 
     def __repr__(self) -> str:
         engine = "MPI" if self.comm is not None else "no MPI"
@@ -594,6 +608,10 @@ def init(comm=None, *, timeout=None, backend: str = "auto", abort_on_exception: 
     if _context is not None:
         _context.close()
     _context = ctx
+    if ctx.world_size > 1:  # the ranks on this machine share its cores (BLAS and Numba threads)
+        from . import cpu_threads
+
+        cpu_threads.set_local_ranks(ctx.local_size)
     if abort_on_exception and ctx.world_size > 1:
         _install_excepthook(ctx)
     return ctx

@@ -18,7 +18,8 @@ gradient kernel) and the first Affine skips ∂L/∂x (``need_dx = False``: neve
 
 from __future__ import annotations
 
-from .backend import Device, empty_aligned
+from . import cpu_threads
+from .backend import Device, empty_aligned, host_xp
 from .kernels import activations as _cpu
 from .kernels import elementwise_grid, launch
 
@@ -71,32 +72,34 @@ class Affine(Layer):
     def forward(self, x, train=False):
         self.x = x
         if self.dev is None:
-            out = x @ self.W
+            out = self._mm(x, self.W, train=train)
             out += self.b
             return out
-        if self.inplace:
-            out = self._buf("out", (x.shape[0], self.W.shape[1]), self.W.dtype)
-            self.xp.matmul(x, self.W, out=out)
-        else:
-            out = x @ self.W
+        out = self._buf("out", (x.shape[0], self.W.shape[1]), self.W.dtype) if self.inplace else None
+        out = self._mm(x, self.W, out, train)
         if not self.bias_deferred:
             _fast.add_bias(self.dev, out, self.b)
         return out
 
     def backward(self, dout):
-        xp = self.xp
-        xp.matmul(self.x.T, dout, out=self.dW)
+        self._mm(self.x.T, dout, self.dW)
         if self.dev is None:
-            xp.sum(dout, axis=0, out=self.db)
-            return dout @ self.W.T
+            self.xp.sum(dout, axis=0, out=self.db)
+            return self._mm(dout, self.W.T)
         if not self.bias_deferred:
             _fast.col_sum(self.dev, dout, self.db)
         if not self.need_dx:
             return None
-        if self.inplace:
-            dx = self._buf("dx", (dout.shape[0], self.W.shape[0]), dout.dtype)
-            return xp.matmul(dout, self.W.T, out=dx)
-        return dout @ self.W.T
+        dx = self._buf("dx", (dout.shape[0], self.W.shape[0]), dout.dtype) if self.inplace else None
+        return self._mm(dout, self.W.T, dx)
+
+    def _mm(self, a, b, out=None, train=True):
+        """``a @ b`` (into ``out`` when given); on the host with the BLAS thread count of
+        :func:`gpunn.cpu_threads.gemm` (one thread for small GEMMs, see there for ``train``)."""
+        if self.xp is host_xp():
+            with cpu_threads.gemm(a.shape[0], a.shape[1], b.shape[1], train):
+                return self.xp.matmul(a, b, out=out)
+        return self.xp.matmul(a, b, out=out)
 
     def __repr__(self):
         return f"Affine({self.W.shape[0]}, {self.W.shape[1]})"

@@ -26,11 +26,14 @@ from functools import cache
 
 import numba
 
+from ..cpu_threads import parallel_kernel
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # OpenMP workers spin after each parallel region and take the cores OpenBLAS's threads need
     # (measured on 2 cores: a 784-100-100-10 training step 8.6 ms instead of 0.6 ms); the
     # workqueue layer's idle workers sleep.  Set NUMBA_THREADING_LAYER to choose another layer
-    # (workqueue must not run parallel kernels from several Python threads at once).
+    # (workqueue must not be entered from several Python threads at once: gpunn.cpu_threads.parallel_kernel
+    # lets one thread in at a time; tbb would burn more CPU between regions, see README "Threads").
     numba.config.THREADING_LAYER = "workqueue"
 
 CPU_OPTIONS = dict(parallel=True, error_model="numpy", cache=True)
@@ -45,12 +48,22 @@ def _module(topic: str, cuda: bool):
 
 
 def resolve(dev, topic: str, rule: str):
-    """Return ``f(n, *args)`` running kernel ``rule`` of ``topic`` for device ``dev`` on ``n`` elements."""
+    """Return ``f(n, *args)`` running kernel ``rule`` of ``topic`` for device ``dev`` on ``n`` elements.
+
+    On the CPU, a topic with ``PARALLEL_MIN`` and ``serial_kernel(rule)`` (optim, dropout) runs calls of
+    at least ``PARALLEL_MIN`` elements through :func:`gpunn.cpu_threads.parallel_kernel`: its ``prange``
+    kernel on the policy's thread count, or the serial twin (same results) on one thread or while
+    another Python thread is inside a parallel kernel."""
     if not dev.is_cuda:
-        kernel = getattr(_module(topic, False), f"{rule}_cpu")
+        module = _module(topic, False)
+        kernel = getattr(module, f"{rule}_cpu")
+        parallel_min = getattr(module, "PARALLEL_MIN", None)
+        serial = module.serial_kernel(rule) if hasattr(module, "serial_kernel") else None
 
         def run_cpu(n, *args):
-            if n:
+            if serial is not None and n >= parallel_min:
+                parallel_kernel(kernel, serial, args)
+            elif n:
                 kernel(*args)
 
         return run_cpu

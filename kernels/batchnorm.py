@@ -20,10 +20,10 @@ Evaluation: ``y = (x − running_mean) · γ/√(running_var + ε) + β``.
 
 Accumulation (documented choice): the CPU kernels work in blocks of ``BLOCK`` = 32 rows.  Within a
 block, sums run in the array dtype (float32: 32 terms, SIMD-wide) on data shifted by the first row
-of the thread's chunk (a large common offset then costs no precision); the block's mean and its
+of the segment (a large common offset then costs no precision); the block's mean and its
 M2 = Σ(x − block mean)² (the two-pass algorithm, on 32 rows that are still in L1/L2) are merged
 into **float64** running statistics with Chan et al.'s pairwise formula, which is also how the
-per-thread row chunks are combined -- stable (no Σx² − (Σx)²/N cancellation) and, unlike a per-element
+row segments are combined -- stable (no Σx² − (Σx)²/N cancellation) and, unlike a per-element
 float64 Welford update, not compute-bound: the statistics pass ran 0.47 ms instead of 0.86 ms on
 4096×1024 with 2 threads here.  Backward's Σdy and Σdy·x̂ likewise: 32-row sums in the array dtype
 added into float64 totals.  The CUDA kernels use the two-pass
@@ -37,19 +37,24 @@ Outputs of at least ``intrinsics.STREAM_MIN_BYTES`` (8 MB) that the layer alloca
 with 64-byte rows are written with streaming (non-temporal) stores: ``y`` and ``dx`` then go to
 memory without first being read into the cache, a third less traffic for those passes.
 
-CPU layout: row chunks (``work.shape[0]`` of them, chosen by :func:`n_row_chunks`; 1 = serial below
-``PARALLEL_MIN`` elements), each walking whole rows so the inner loop over features is contiguous and
-vectorises.  Several chunks run on gpunn's helper threads (:func:`gpunn.kernels.threads.run_chunks`),
-two parallel phases per pass (statistics, then normalisation; gradient sums, then dx) with the
-per-feature finalisation between them on the calling thread.  ``work`` (float64, ``(chunks, 2, C)``)
-and ``acc`` (the array dtype, ``(chunks, 3, C)``) are scratch arrays supplied by the caller (kernels
+CPU layout: the reductions (statistics, gradient sums) run over ``work.shape[0]`` fixed row
+segments (:func:`n_segments`: 1 below ``PARALLEL_MIN`` elements, else ``SEGMENTS``, a function of
+the shape alone), each summed on its own and merged in segment order, so the results are the same
+bits whatever the thread count.  The segments (and the elementwise passes' rows) are shared out
+into row chunks (:func:`n_row_chunks`: the thread budget), each walking whole rows so the inner loop
+over features is contiguous and vectorises.  Several chunks run on gpunn's helper threads
+(:func:`gpunn.kernels.threads.run_chunks`), two parallel phases per pass (statistics, then
+normalisation; gradient sums, then dx) with the per-feature finalisation between them on the
+calling thread.  ``work`` (float64, ``(segments, 2, C)``) and ``acc`` (the array dtype,
+``(segments, 3, C)``: a chunk's scratch) are scratch arrays supplied by the caller (kernels
 allocate nothing).
 """
 
 import math
 
-from numba import get_num_threads, njit
+from numba import njit
 
+from ..cpu_threads import kernel_threads
 from . import RULE_OPTIONS
 from .intrinsics import fence, stream_store, streamable
 from .threads import run_chunks
@@ -66,18 +71,31 @@ later ones of the same call ~16 µs, see ``threads.py``).  Forward + backward th
 chunks, medians measured with sleeping hand-offs: 512×1024 0.43 vs 0.62 ms, 1024×1024 0.88 vs
 0.79 ms, 2048×1024 2.3 vs 1.5 ms, 4096×1024 5.6 vs 3.3 ms."""
 
+SEGMENTS = 16
+"""Row segments of the statistics and gradient sums from ``PARALLEL_MIN`` elements on: each segment's
+sums are computed alone and the segments are merged in order, so the results do not depend on how
+many threads share the segments (at most this many)."""
+
+
+def n_segments(n_rows: int, n_cols: int) -> int:
+    """How many row segments the reductions of an ``(n_rows, n_cols)`` batch run over: 1 below
+    ``PARALLEL_MIN`` elements, else ``SEGMENTS`` (at most one per 2 rows).  A function of the shape
+    only, never of the thread count."""
+    if n_rows * n_cols < PARALLEL_MIN or n_rows < 2:
+        return 1
+    return max(1, min(SEGMENTS, n_rows // 2))
+
 
 def n_row_chunks(n_rows: int, n_cols: int) -> int:
     """How many row chunks (threads) the CPU kernels split an ``(n_rows, n_cols)`` batch into: 1 below
-    ``PARALLEL_MIN`` elements, else Numba's thread count (``numba.set_num_threads``), at most one
-    chunk per 2 rows."""
-    if n_rows * n_cols < PARALLEL_MIN or n_rows < 2:
-        return 1
-    return max(1, min(get_num_threads(), n_rows // 2))
+    ``PARALLEL_MIN`` elements, else the thread budget of :func:`gpunn.cpu_threads.kernel_threads`
+    (Numba's thread count, less the cores other processes keep busy), at most one per segment."""
+    s = n_segments(n_rows, n_cols)
+    return 1 if s == 1 else max(1, min(kernel_threads(), s))
 
 
 def _spans(n_rows: int, chunks: int):
-    """The row ranges ``[lo, hi)`` of the chunks (the same split ``_finalize_stats`` assumes)."""
+    """The row ranges ``[lo, hi)`` of ``chunks`` near-equal parts (segments or chunks of rows)."""
     return [(j * n_rows // chunks, (j + 1) * n_rows // chunks) for j in range(chunks)]
 
 
@@ -205,6 +223,22 @@ def _grad_sums_rows(dy, x, lo, hi, mean, invstd, sb, sg, bb, bg):
 
 
 @njit(**SERIAL_OPTIONS)
+def _stats_segments(x, s0, s1, work, bm, bq, sh):
+    """``_stats_rows`` of segments [s0, s1) of ``work.shape[0]`` into ``work[s]`` (mean, M2)."""
+    N, S = x.shape[0], work.shape[0]
+    for s in range(s0, s1):
+        _stats_rows(x, s * N // S, (s + 1) * N // S, work[s, 0], work[s, 1], bm, bq, sh)
+
+
+@njit(**SERIAL_OPTIONS)
+def _grad_sums_segments(dy, x, s0, s1, mean, invstd, work, bb, bg):
+    """``_grad_sums_rows`` of segments [s0, s1) of ``work.shape[0]`` into ``work[s]`` (Σdy, Σdy·x̂)."""
+    N, S = x.shape[0], work.shape[0]
+    for s in range(s0, s1):
+        _grad_sums_rows(dy, x, s * N // S, (s + 1) * N // S, mean, invstd, work[s, 0], work[s, 1], bb, bg)
+
+
+@njit(**SERIAL_OPTIONS)
 def _dx_rows(dy, x, lo, hi, mean, invstd, k, mb, mg, dx):
     """dx over rows [lo, hi), with the per-feature k = γ·s, mb = dβ/N, mg = dγ/N precomputed."""
     C = x.shape[1]
@@ -219,8 +253,9 @@ def _dx_rows(dy, x, lo, hi, mean, invstd, k, mb, mg, dx):
 
 @njit(**SERIAL_OPTIONS)
 def _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, scale, eps, mom, omm, ddof):
-    """Merge the chunks' (mean, M2) with Chan et al.'s formula; write μ, s = 1/√(σ² + ε), the running
-    statistics (variance M2/(N − ddof)) and ``scale`` = γ·s (array dtype) for the normalisation."""
+    """Merge the segments' (mean, M2), in order, with Chan et al.'s formula; write μ,
+    s = 1/√(σ² + ε), the running statistics (variance M2/(N − ddof)) and ``scale`` = γ·s (array
+    dtype) for the normalisation."""
     k, C = work.shape[0], work.shape[2]
     for c in range(C):
         na = N // k
@@ -242,7 +277,8 @@ def _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, scale, eps, mom, 
 
 @njit(**SERIAL_OPTIONS)
 def _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, k, mb, mg):
-    """dβ, dγ from the chunks' float64 sums; the per-feature factors of dx (array dtype)."""
+    """dβ, dγ from the segments' float64 sums (added in order); the per-feature factors of dx (array
+    dtype)."""
     C = work.shape[2]
     for c in range(C):
         sb = work[0, 0, c]
@@ -261,7 +297,7 @@ def _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, k, mb, mg):
 def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof):
     """The three forward phases in one Numba call (small batches: one dispatch, not three)."""
     N = x.shape[0]
-    _stats_rows(x, 0, N, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1], acc[0, 2])
+    _stats_segments(x, 0, work.shape[0], work, acc[0, 0], acc[0, 1], acc[0, 2])
     _finalize_stats(N, work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm, ddof)
     _affine_rows(x, 0, N, mean, acc[0, 0], beta, y)
 
@@ -270,7 +306,7 @@ def _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, ac
 def _backward_serial(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
     """The three backward phases in one Numba call (small batches: one dispatch, not three)."""
     N = x.shape[0]
-    _grad_sums_rows(dy, x, 0, N, mean, invstd, work[0, 0], work[0, 1], acc[0, 0], acc[0, 1])
+    _grad_sums_segments(dy, x, 0, work.shape[0], mean, invstd, work, acc[0, 0], acc[0, 1])
     _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, acc[0, 0], acc[0, 1], acc[0, 2])
     _dx_rows(dy, x, 0, N, mean, invstd, acc[0, 0], acc[0, 1], acc[0, 2], dx)
 
@@ -287,31 +323,30 @@ def _eval_scale(gamma, rvar, scale, eps, one):
 def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof=1):
     """Training forward: batch statistics into ``mean``/``invstd`` (saved for backward), running
     statistics updated in place (running variance from M2/(N − ``ddof``)), ``y`` written.  Needs
-    N > ``ddof``."""
-    k = work.shape[0]
+    N > ``ddof``.  ``work`` has one row per segment (:func:`n_segments`), ``acc`` one per segment
+    too (a chunk's scratch); the chunk count is :func:`n_row_chunks` (results do not depend on it)."""
+    k = n_row_chunks(x.shape[0], x.shape[1]) if work.shape[0] > 1 else 1
     ddof = int(ddof)
     if k == 1:
         _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof)
         return
-    spans = _spans(x.shape[0], k)
-    run_chunks(_stats_rows, [(x, lo, hi, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1], acc[j, 2])
-                             for j, (lo, hi) in enumerate(spans)])
+    run_chunks(_stats_segments, [(x, s0, s1, work, acc[j, 0], acc[j, 1], acc[j, 2])
+                                 for j, (s0, s1) in enumerate(_spans(work.shape[0], k))])
     _finalize_stats(x.shape[0], work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm, ddof)
-    run_chunks(_affine_rows, [(x, lo, hi, mean, acc[0, 0], beta, y) for lo, hi in spans])
+    run_chunks(_affine_rows, [(x, lo, hi, mean, acc[0, 0], beta, y) for lo, hi in _spans(x.shape[0], k)])
 
 
 def backward_cpu(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n):
     """Backward of the training forward: dγ, dβ written (into the gradient buffer views), dx written."""
-    k = work.shape[0]
+    k = n_row_chunks(x.shape[0], x.shape[1]) if work.shape[0] > 1 else 1
     if k == 1:
         _backward_serial(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n)
         return
-    spans = _spans(x.shape[0], k)
-    run_chunks(_grad_sums_rows, [(dy, x, lo, hi, mean, invstd, work[j, 0], work[j, 1], acc[j, 0], acc[j, 1])
-                                 for j, (lo, hi) in enumerate(spans)])
+    run_chunks(_grad_sums_segments, [(dy, x, s0, s1, mean, invstd, work, acc[j, 0], acc[j, 1])
+                                     for j, (s0, s1) in enumerate(_spans(work.shape[0], k))])
     _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, acc[0, 0], acc[0, 1], acc[0, 2])
     run_chunks(_dx_rows, [(dy, x, lo, hi, mean, invstd, acc[0, 0], acc[0, 1], acc[0, 2], dx)
-                          for lo, hi in spans])
+                          for lo, hi in _spans(x.shape[0], k)])
 
 
 def forward_eval_cpu(x, gamma, beta, rmean, rvar, scale, y, eps, one, chunks):

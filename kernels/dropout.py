@@ -86,3 +86,14 @@ def apply_cpu(x, out, k0, k1, thr, scale, zero):
         for j in prange(k):
             lo, hi = j * n // k, (j + 1) * n // k
             _span(x[lo:hi], out[lo:hi], lo, k0, k1, thr, scale, zero)
+
+
+def serial_kernel(rule: str):
+    """The serial twin of ``apply_cpu`` (the only rule): the whole array as one span."""
+    if rule != "apply":
+        raise KeyError(rule)
+
+    def run(x, out, *args):
+        _span(x, out, 0, *args)
+
+    return run

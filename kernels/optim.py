@@ -322,3 +322,14 @@ def adamw_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
             lo, hi = c * n // k, (c + 1) * n // k
             adamw_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink,
                        split(n_decay, lo, hi))
+
+
+def serial_kernel(rule: str):
+    """The serial twin of ``<rule>_cpu``: the same arguments, the whole buffer as one span on the calling
+    thread (every element gets the same arithmetic as in the parallel kernel)."""
+    span = globals()[f"{rule}_span"]
+
+    def run(p, *args):
+        span(p, *args[:-1], min(args[-1], p.size))
+
+    return run

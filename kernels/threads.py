@@ -24,7 +24,11 @@ release only costs the next wait one more loop.  Back-to-back calls (BatchNorm's
 direction, merged on the caller in between) then hand off in ~16 µs (median; 7 µs at best)
 instead of ~75 µs; after a pause longer than the spin, the first call still pays a wake-up.
 
-Calls from several Python threads are serialised by a lock; a forked child starts with no helpers.
+Spinning happens only while the process has a core to spare (:func:`gpunn.cpu_threads.budget` ≥ 2;
+otherwise a waiting side sleeps at once), so a helper never spins against another process's work.
+Calls from several Python threads do not wait for each other: one holds the helpers, the others run
+all their chunks on their own thread meanwhile (chunked kernels give the same results either way;
+an exception then stops at the failing chunk).  A forked child starts with no helpers.
 A helper runs on every CPU the process had when this module was imported: a thread inherits its
 creator's CPU mask, and an OpenMP runtime with ``OMP_PROC_BIND`` set (PyTorch's, Numba's ``omp``
 layer) pins the main thread to one CPU, which put both chunks on that CPU (BatchNorm 4096×1024 took
@@ -39,6 +43,7 @@ import threading
 from numba import njit
 
 from ..backend import host_xp
+from ..cpu_threads import budget
 from .intrinsics import atomic_load, atomic_store, spin_pause
 
 _CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -72,9 +77,15 @@ def _set(flags, slot, value):
     atomic_store(flags, slot, value)
 
 
+def _spins() -> int:
+    """``SPINS`` while this process has a core to spare (:func:`gpunn.cpu_threads.budget` ≥ 2), else 0:
+    no spinning against a core another process keeps busy."""
+    return SPINS if budget() >= 2 else 0
+
+
 def _wait(flags, slot, value, sleeps_slot, sem):
     """Return once flags[slot] ≥ ``value``: spin, then sleep on ``sem`` (see the module docstring)."""
-    while not _spin_until(flags, slot, value, SPINS):
+    while not _spin_until(flags, slot, value, _spins()):
         _set(flags, sleeps_slot, 1)
         if _get(flags, slot) < value:
             sem.acquire()
@@ -145,12 +156,17 @@ def run_chunks(fn, jobs) -> None:
 
     ``fn`` should be a ``nogil`` Numba function (a GIL-holding one is correct, just serial).  The
     first job runs on the caller's thread.  An exception in any job is re-raised here after all
-    jobs have ended, so no helper is still writing into the caller's arrays."""
+    jobs have ended, so no helper is still writing into the caller's arrays.  While another Python
+    thread is in here, every job runs on the caller's thread, in order."""
     jobs = list(jobs)
     if len(jobs) == 1:
         fn(*jobs[0])
         return
-    with _lock:
+    if not _lock.acquire(blocking=False):
+        for args in jobs:  # another Python thread has the helpers: run every chunk here, in order
+            fn(*args)
+        return
+    try:
         while len(_helpers) < len(jobs) - 1:
             _helpers.append(_Helper())
         posted = _helpers[: len(jobs) - 1]
@@ -165,3 +181,5 @@ def run_chunks(fn, jobs) -> None:
             if h.error is not None:
                 err, h.error = h.error, None
                 raise err
+    finally:
+        _lock.release()
