@@ -1,10 +1,16 @@
 """Optimizer update rules: each written once as a scalar ``@njit`` function, compiled for the CPU
 (the ``*_cpu`` parallel loops below) and for CUDA (``optim_cuda.py``), so the two cannot drift.
 
-Every kernel takes ``(p, g, *state, *hyper, wd, n_decay)`` over 1-D C-contiguous arrays of one dtype:
-weight decay λ = ``wd`` is added to the gradient (g ← g + λθ) for elements ``i < n_decay`` only
-(the weights; biases and BatchNorm parameters sit after them in a model's flat buffer).  AdamW is the
-exception: its ``wd`` slot carries the decoupled shrink ``ηλ`` (θ ← θ − ηλθ before the Adam step).
+Every kernel takes ``(p, g, *state, *hyper, wd, n_decay)`` over 1-D C-contiguous arrays of one dtype,
+where ``state`` and ``hyper`` are the rule's own parameters after ``(p, g)``, *by name*: the optimizer
+class lists its state arrays in ``slots`` and returns its scalars from ``scalars()`` as a dict keyed
+by the rule's parameter names (``gpunn.optim.base`` orders them by the rule's signature, and the
+tests check that every loop below repeats its rule's parameter names).  Adding a rule: write it
+here with its ``_span``/``_cpu`` pair, its CUDA kernel in ``optim_cuda.py``, and its class (with its
+reference) in ``gpunn/optim/<name>.py``; nothing else lists rules.  Weight decay:
+λ = ``wd`` is added to the gradient (g ← g + λθ) for elements ``i < n_decay`` only (the weights;
+biases and BatchNorm parameters sit after them in a model's flat buffer).  AdamW and Lion are the
+exception: their ``wd`` slot carries the decoupled shrink ``ηλ`` (θ ← θ − ηλθ before the step).
 
 Hyper-parameters arrive as scalars of the array dtype, and every constant a rule needs (``1 − β``,
 Adam's bias corrections) is computed on the host and passed in: a Python float literal in a rule
@@ -105,13 +111,17 @@ def rmsprop(p, g, r, lr, rho, omrho, eps):
 
 
 @njit(**RULE_OPTIONS)
-def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rsqrt_bc2):
+def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2):
     """Adam (PyTorch form): m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
-    θ ← θ − (η/bc1) m / (√v / √bc2 + ε), with ``lr_t = η/bc1`` and ``rsqrt_bc2 = 1/√bc2``
+    θ ← θ − (η/bc1) m / (√v / √bc2 + ε), with ``lr_t = η/bc1`` and ``rbc2 = 1/√bc2``
     (bc_k = 1 − β_kᵗ) computed on the host each step."""
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * g * g
-    return p - lr_t * m / (math.sqrt(v) * rsqrt_bc2 + eps), m, v
+    return p - lr_t * m / (math.sqrt(v) * rbc2 + eps), m, v
+
+
+adamw = adam
+"""AdamW's scalar rule is Adam's: the decoupled shrink θ ← θ − ηλθ is in its loops."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,12 +248,12 @@ def adagrad_cpu(p, g, r, lr, eps, wd, n_decay):
 
 
 @njit(**SERIAL_OPTIONS)
-def adadelta_span(p, g, sq, r, lr, rho, omrho, eps, wd, s):
-    for i in range(s):
-        p[i], sq[i], r[i] = adadelta(p[i], g[i] + wd * p[i], sq[i], r[i], lr, rho, omrho, eps)
-    p, g, sq, r = p[s:], g[s:], sq[s:], r[s:]
+def adadelta_span(p, g, s, r, lr, rho, omrho, eps, wd, cut):
+    for i in range(cut):
+        p[i], s[i], r[i] = adadelta(p[i], g[i] + wd * p[i], s[i], r[i], lr, rho, omrho, eps)
+    p, g, s, r = p[cut:], g[cut:], s[cut:], r[cut:]
     for i in range(p.size):
-        p[i], sq[i], r[i] = adadelta(p[i], g[i], sq[i], r[i], lr, rho, omrho, eps)
+        p[i], s[i], r[i] = adadelta(p[i], g[i], s[i], r[i], lr, rho, omrho, eps)
 
 
 @njit(**CPU_OPTIONS)
