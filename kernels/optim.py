@@ -124,6 +124,17 @@ adamw = adam
 """AdamW's scalar rule is Adam's: the decoupled shrink θ ← θ − ηλθ is in its loops."""
 
 
+@njit(**RULE_OPTIONS)
+def amsgrad(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2):
+    """AMSGrad, PyTorch's ``Adam(amsgrad=True)``: Adam with the running maximum of v in the
+    denominator, v_max ← max(v_max, v) (of the raw v; the bias correction comes after).
+    ``v_max >= v`` is false for a NaN v, so a NaN reaches v_max as in ``torch.maximum``."""
+    m = b1 * m + omb1 * g
+    v = b2 * v + omb2 * g * g
+    v_max = v_max if v_max >= v else v
+    return p - lr_t * m / (math.sqrt(v_max) * rbc2 + eps), m, v, v_max
+
+
 # --------------------------------------------------------------------------------------------
 # CPU kernels.  ``<rule>_span(p, g, *state, *hyper, wd, s)`` updates whole (sliced) arrays on one
 # thread, with decay on [0, s) and without on [s, size): two loops starting at 0, so LLVM
@@ -332,3 +343,27 @@ def adamw_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
             lo, hi = c * n // k, (c + 1) * n // k
             adamw_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink,
                        split(n_decay, lo, hi))
+
+
+@njit(**SERIAL_OPTIONS)
+def amsgrad_span(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, s):
+    for i in range(s):
+        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i] + wd * p[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2,
+                                             omb2, eps, rbc2)
+    p, g, m, v, v_max = p[s:], g[s:], m[s:], v[s:], v_max[s:]
+    for i in range(p.size):
+        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps,
+                                             rbc2)
+
+
+@njit(**CPU_OPTIONS)
+def amsgrad_cpu(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
+    n = p.size
+    k = n_chunks(n)
+    if k == 1:
+        amsgrad_span(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, min(n_decay, n))
+    else:
+        for c in prange(k):
+            lo, hi = c * n // k, (c + 1) * n // k
+            amsgrad_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], v_max[lo:hi], lr_t, b1, omb1, b2, omb2, eps,
+                         rbc2, wd, split(n_decay, lo, hi))
