@@ -292,6 +292,7 @@ CONVERGE = {  # lr and steps reaching f < 1e-3 from (-7, 2) on f = x²/20 + y² 
     "RMSprop": (dict(lr=0.02), 800),
     "Adam": (dict(lr=0.3), 300),
     "AdamW": (dict(lr=0.3, weight_decay=0.0), 300),
+    "AMSGrad": (dict(lr=0.3), 300),
 }
 
 

@@ -1,0 +1,91 @@
+"""The rules added through the registry (issue 17): what the rule × device × dtype grids of
+``test_optim.py`` (fused against the reference, derived from ``gpunn.optim.OPTIMIZERS``) do not
+show -- each rule's defining property, and equivalences with the rules it extends."""
+
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import gpunn
+from gpunn import optim
+from gpunn.optim import references as ref
+from gpunn.params import FlatLayout
+
+LAYOUT = FlatLayout([("W1", (4, 5), True), ("b1", (5,), False), ("W2", (5, 3), True), ("b2", (3,), False)])
+
+
+def flat(dev, dtype="float32", seed=0, scale=1.0):
+    """Random views of one flat buffer of ``LAYOUT`` (parameters and gradients share the layout:
+    one launch per step, state under ``__flat__``)."""
+    rng = np.random.default_rng(seed)
+    return LAYOUT.views(dev.to_device((scale * rng.standard_normal(LAYOUT.size)).astype(dtype)), dev)
+
+
+# -- AMSGrad ------------------------------------------------------------------------------------
+def test_amsgrad_is_adam_while_v_grows(dev):
+    """With |g| growing every step, v never falls, so v_max = v and AMSGrad takes Adam's steps
+    (the same arithmetic: equal to the bit)."""
+    p1, p2 = flat(dev), flat(dev)
+    a, b = optim.Adam(lr=0.01, weight_decay=0.01), optim.AMSGrad(lr=0.01, weight_decay=0.01)
+    for k in range(6):
+        g = flat(dev, seed=1, scale=2.0 ** k)
+        a.update(p1, g)
+        b.update(p2, g)
+    np.testing.assert_array_equal(to_numpy(p1.flat), to_numpy(p2.flat))
+    state = b.state_dict()
+    np.testing.assert_array_equal(state["state.__flat__.v_max"], state["state.__flat__.v"])
+
+
+def test_amsgrad_remembers_a_large_gradient(dev):
+    """After one large gradient and small ones, v decays (fast, with β2 = 0.5) but v_max does not:
+    AMSGrad's later steps are far smaller than Adam's, and v_max is the running maximum of v."""
+    p1, p2 = flat(dev), flat(dev)
+    a, b = optim.Adam(lr=0.01, beta1=0.5, beta2=0.5), optim.AMSGrad(lr=0.01, beta1=0.5, beta2=0.5)
+    v_max = None
+    for k in range(8):
+        before = to_numpy(p1.flat).copy(), to_numpy(p2.flat).copy()
+        if k == 1:
+            np.testing.assert_array_equal(*before)  # the first steps agree
+        g = flat(dev, seed=2 + k, scale=100.0 if k == 0 else 0.01)
+        a.update(p1, g)
+        b.update(p2, g)
+        s = b.state_dict()
+        v_max = s["state.__flat__.v"] if v_max is None else np.maximum(v_max, s["state.__flat__.v"])
+        np.testing.assert_array_equal(s["state.__flat__.v_max"], v_max)
+    last_adam = np.abs(to_numpy(p1.flat) - before[0]).sum()  # the last step
+    last_ams = np.abs(to_numpy(p2.flat) - before[1]).sum()
+    assert last_ams < 0.1 * last_adam, (last_ams, last_adam)
+
+
+def test_amsgrad_reference_is_torch_form():
+    """The reference, written out for one scalar: max of the raw v, corrected afterwards."""
+    p, r = {"w": np.array([1.0])}, ref.AMSGrad(lr=0.1, beta1=0.5, beta2=0.5, eps=0.0)
+    r.update(p, {"w": np.array([2.0])})  # m = 1, v = 2, v_max = 2; m̂ = 2, v̂ = 4: θ = 1 − 0.1
+    assert p["w"][0] == pytest.approx(0.9)
+    r.update(p, {"w": np.array([0.0])})  # m = .5, v = 1, v_max = 2; m̂ = 2/3, v̂ = 8/3
+    assert p["w"][0] == pytest.approx(0.9 - 0.1 * (2 / 3) / np.sqrt(8 / 3))
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (1, 0, 2), (3,)], ids=str)
+def test_amsgrad_scalar_and_zero_size(dev, shape):
+    p = {"x": dev.xp.asarray(np.full(shape, 1.0, np.float32))}
+    g = {"x": dev.xp.asarray(np.full(shape, 2.0, np.float32))}
+    expected = {"x": np.full(shape, 1.0, np.float32)}
+    opt, reference = optim.AMSGrad(lr=0.1, device=dev), ref.AMSGrad(lr=0.1)
+    for _ in range(3):
+        opt.update(p, g)
+        reference.update(expected, {"x": np.full(shape, 2.0, np.float32)})
+    assert to_numpy(p["x"]).shape == shape
+    np.testing.assert_allclose(to_numpy(p["x"]), expected["x"], rtol=1e-6)
+
+
+def test_amsgrad_float64_cuda_matches_reference():
+    dev = gpunn.device("cuda", strict=True)
+    p, g = flat(dev, "float64"), flat(dev, "float64", seed=5)
+    host = {k: to_numpy(v).copy() for k, v in p.items()}
+    opt, reference = optim.AMSGrad(lr=0.01, weight_decay=0.01), ref.AMSGrad(lr=0.01, weight_decay=0.01)
+    for _ in range(4):
+        opt.update(p, g)
+        reference.update(host, {k: to_numpy(v) for k, v in g.items()})
+    for k in host:
+        np.testing.assert_allclose(to_numpy(p[k]), host[k], rtol=1e-12, atol=1e-14)
