@@ -135,6 +135,18 @@ def amsgrad(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2):
     return p - lr_t * m / (math.sqrt(v_max) * rbc2 + eps), m, v, v_max
 
 
+@njit(**RULE_OPTIONS)
+def lion(p, g, m, lr, b1, omb1, b2, omb2):
+    """Lion: c = β1 m + (1−β1) g;  θ ← θ − η sign(c);  m ← β2 m + (1−β2) g.
+
+    η·sign(c) is ``copysign(lr, c)`` (η ≥ 0), except that c = ±0 moves nothing and a NaN c passes
+    through (sign(0) = 0 and sign(NaN) = NaN, as ``torch.sign``): no literal, no branch on a
+    constant of another type."""
+    c = b1 * m + omb1 * g
+    step = c if c == -c or c != c else math.copysign(lr, c)
+    return p - step, b2 * m + omb2 * g
+
+
 # --------------------------------------------------------------------------------------------
 # CPU kernels.  ``<rule>_span(p, g, *state, *hyper, wd, s)`` updates whole (sliced) arrays on one
 # thread, with decay on [0, s) and without on [s, size): two loops starting at 0, so LLVM
@@ -367,3 +379,25 @@ def amsgrad_cpu(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_de
             lo, hi = c * n // k, (c + 1) * n // k
             amsgrad_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], v_max[lo:hi], lr_t, b1, omb1, b2, omb2, eps,
                          rbc2, wd, split(n_decay, lo, hi))
+
+
+@njit(**SERIAL_OPTIONS)
+def lion_span(p, g, m, lr, b1, omb1, b2, omb2, shrink, s):
+    for i in range(s):
+        p[i], m[i] = lion(p[i] - shrink * p[i], g[i], m[i], lr, b1, omb1, b2, omb2)
+    p, g, m = p[s:], g[s:], m[s:]
+    for i in range(p.size):
+        p[i], m[i] = lion(p[i], g[i], m[i], lr, b1, omb1, b2, omb2)
+
+
+@njit(**CPU_OPTIONS)
+def lion_cpu(p, g, m, lr, b1, omb1, b2, omb2, shrink, n_decay):
+    n = p.size
+    k = n_chunks(n)
+    if k == 1:
+        lion_span(p, g, m, lr, b1, omb1, b2, omb2, shrink, min(n_decay, n))
+    else:
+        for c in prange(k):
+            lo, hi = c * n // k, (c + 1) * n // k
+            lion_span(p[lo:hi], g[lo:hi], m[lo:hi], lr, b1, omb1, b2, omb2, shrink, split(n_decay, lo, hi))
+
