@@ -89,3 +89,73 @@ def test_amsgrad_float64_cuda_matches_reference():
         reference.update(host, {k: to_numpy(v) for k, v in g.items()})
     for k in host:
         np.testing.assert_allclose(to_numpy(p[k]), host[k], rtol=1e-12, atol=1e-14)
+
+
+# -- Lion ---------------------------------------------------------------------------------------
+def test_lion_moves_every_parameter_by_exactly_lr():
+    """Without decay each step is ±η per parameter, whatever the gradient's size (float64: the
+    differences are η up to the rounding of θ)."""
+    dev = gpunn.device("cpu")
+    p = flat(dev, "float64")
+    opt = optim.Lion(lr=1e-3)
+    for k in range(4):
+        before = p.flat.copy()
+        opt.update(p, flat(dev, "float64", seed=10 + k, scale=10.0 ** (3 * k - 4)))
+        np.testing.assert_allclose(np.abs(p.flat - before), 1e-3, rtol=1e-9)
+
+
+def test_lion_is_invariant_to_the_gradient_scale(dev):
+    """sign(c) does not see a positive scale: gradients × 1024 (exact in binary) give the same
+    trajectory to the bit; the state m scales by 1024."""
+    p1, p2 = flat(dev), flat(dev)
+    a, b = optim.Lion(lr=0.01, weight_decay=0.1), optim.Lion(lr=0.01, weight_decay=0.1)
+    for k in range(5):
+        a.update(p1, flat(dev, seed=20 + k))
+        b.update(p2, flat(dev, seed=20 + k, scale=1024.0))
+    np.testing.assert_array_equal(to_numpy(p1.flat), to_numpy(p2.flat))
+    m1, m2 = (o.state_dict()["state.__flat__.m"] for o in (a, b))
+    np.testing.assert_array_equal(1024 * m1, m2)
+
+
+def test_lion_zero_and_nan(dev):
+    """sign(0) = 0: a zero gradient with zero momentum moves nothing; sign(NaN) = NaN propagates."""
+    p = {"W": dev.to_device(np.array([[1.0, -2.0, 3.0]], np.float32))}
+    g = {"W": dev.to_device(np.array([[0.0, -0.0, np.nan]], np.float32))}
+    optim.Lion(lr=0.1, device=dev).update(p, g)
+    got = to_numpy(p["W"])
+    np.testing.assert_array_equal(got[0, :2], [1.0, -2.0])
+    assert np.isnan(got[0, 2])
+
+
+def test_lion_decay_is_decoupled_and_on_weights_only(dev):
+    """Zero gradients: θ ← θ(1 − ηλ) on weights (W1, W2), biases untouched."""
+    p = flat(dev)
+    start = {k: to_numpy(v).copy() for k, v in p.items()}
+    opt = optim.Lion(lr=0.1, weight_decay=0.5)
+    opt.update(p, LAYOUT.views(dev.xp.zeros(LAYOUT.size, np.float32), dev))
+    for k in start:
+        factor = np.float32(1 - 0.05) if k.startswith("W") else np.float32(1)
+        np.testing.assert_allclose(to_numpy(p[k]), start[k] * factor, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (1, 0, 2), (3,)], ids=str)
+def test_lion_scalar_and_zero_size(dev, shape):
+    p = {"x": dev.xp.asarray(np.full(shape, 1.0, np.float32))}
+    g = {"x": dev.xp.asarray(np.full(shape, -2.0, np.float32))}
+    opt = optim.Lion(lr=0.1, device=dev)
+    for _ in range(3):
+        opt.update(p, g)
+    assert to_numpy(p["x"]).shape == shape
+    np.testing.assert_allclose(to_numpy(p["x"]), np.full(shape, 1.3, np.float32), rtol=1e-6)
+
+
+def test_lion_float64_cuda_matches_reference():
+    dev = gpunn.device("cuda", strict=True)
+    p, g = flat(dev, "float64"), flat(dev, "float64", seed=5)
+    host = {k: to_numpy(v).copy() for k, v in p.items()}
+    opt, reference = optim.Lion(lr=0.01, weight_decay=0.1), ref.Lion(lr=0.01, weight_decay=0.1)
+    for _ in range(4):
+        opt.update(p, g)
+        reference.update(host, {k: to_numpy(v) for k, v in g.items()})
+    for k in host:
+        np.testing.assert_allclose(to_numpy(p[k]), host[k], rtol=1e-12, atol=1e-14)

@@ -293,6 +293,7 @@ CONVERGE = {  # lr and steps reaching f < 1e-3 from (-7, 2) on f = x²/20 + y² 
     "Adam": (dict(lr=0.3), 300),
     "AdamW": (dict(lr=0.3, weight_decay=0.0), 300),
     "AMSGrad": (dict(lr=0.3), 300),
+    "Lion": (dict(lr=0.013), 800),  # steps of ±η: ends in a cycle of amplitude ~η around the minimum
 }
 
 
