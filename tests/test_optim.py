@@ -358,9 +358,8 @@ def test_no_python_float_literal_promotes_float32_to_float64():
 
 # -- the registry: rules by name ---------------------------------------------------------------
 def rule_variants():
-    """(class, instance) for every rule of the registry, and Nesterov's second form."""
-    out = [(cls, cls()) for cls in optim.OPTIMIZERS]
-    return out + [(optim.Nesterov, optim.Nesterov(form="saito"))]
+    """(class, instance) for every form of every rule of the registry (``cls.variants``)."""
+    return [(cls, cls(**kwargs)) for cls in optim.OPTIMIZERS for kwargs in cls.variants]
 
 
 @pytest.mark.parametrize("cls,opt", rule_variants(), ids=lambda v: getattr(v, "rule", None) or v.__name__)
@@ -401,6 +400,7 @@ def test_scalars_by_name_are_checked():
 
 def test_the_package_lists_what_its_modules_define():
     """``OPTIMIZERS``, ``__all__``, the references and the docstring's list come from the modules."""
+    assert "nesterov_saito" in {opt.rule for _, opt in rule_variants()}
     assert optim.OPTIMIZERS[:8] == (optim.SGD, optim.Momentum, optim.Nesterov, optim.AdaGrad, optim.AdaDelta,
                                     optim.RMSprop, optim.Adam, optim.AdamW)
     for cls in optim.OPTIMIZERS:

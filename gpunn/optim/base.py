@@ -89,6 +89,9 @@ class Optimizer:
 
     rule: str = ""
     slots: tuple = ()
+    variants: tuple = ({},)
+    """Constructor keywords of each form of the class that runs a kernel of its own (Nesterov's
+    ``form="saito"``): the tests and the real-compiler gate's tour make one of each."""
 
     lr = Hyper(low=0)
     weight_decay = Hyper(low=0)

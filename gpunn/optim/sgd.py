@@ -63,6 +63,7 @@ class Nesterov(Optimizer):
     slots = ("b",)
     momentum = unit_interval()
     FORMS = ("pytorch", "saito")
+    variants = ({}, {"form": "saito"})
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, device=None, *,
                  form: str = "pytorch"):
