@@ -6,8 +6,16 @@ Scalar rules (no literals, no allocation) are shared with the CUDA kernels in
 dtype, so a float32 network stays float32 (a Python literal would promote the rule to float64).
 
 Activation codes (``kind``): 0 identity, 1 sigmoid (½(1 + tanh(z/2)), no overflow), 2 tanh,
-3 ReLU, 4 LeakyReLU.  The backward rules take the activation's *output* ``a`` (``a > 0`` iff
-``z > 0`` for ReLU/LeakyReLU with slope ≥ 0), so the forward can overwrite ``z`` in place.
+3 ReLU, 4 LeakyReLU.  ``slope`` is the activation's one scalar parameter (LeakyReLU's α).  The
+backward rules take ``a``: the activation's *output* for kinds 0-4 (``a > 0`` iff ``z > 0`` for
+ReLU/LeakyReLU with slope ≥ 0), so their forward can overwrite ``z`` in place; an activation whose
+derivative needs its *input* gets ``z`` instead (its layer keeps ``z``; the layer class says which:
+``GRAD_FROM``).
+
+Adding an activation: its scalar rules and one branch each in ``forward_rule`` and ``backward_rule``
+here, and its layer class in ``gpunn/layers.py``.  The CUDA kernels go through the two dispatch
+rules; the CPU kernels run the first five kinds in loops of their own (they vectorise) and any other
+kind through the dispatch rules.
 
 CPU kernels are serial (``error_model="numpy"``, no ``parallel``): the arrays of a small-MLP
 step are 10³–10⁵ elements, where waking Numba's thread pool (1.5–80 µs) costs more than the
@@ -108,9 +116,12 @@ def bias_act_cpu(z, b, out, kind, slope, half, one, zero):
         elif kind == 4:
             for j in range(c):
                 orow[j] = leaky(zr[j] + b[j], slope, zero)
-        else:
+        elif kind == 0:
             for j in range(c):
                 orow[j] = zr[j] + b[j]
+        else:
+            for j in range(c):
+                orow[j] = forward_rule(zr[j] + b[j], kind, slope, half, one, zero)
 
 
 @njit(**SERIAL_OPTIONS)
@@ -129,14 +140,18 @@ def act_cpu(z, out, kind, slope, half, one, zero):
     elif kind == 4:
         for i in range(n):
             out[i] = leaky(z[i], slope, zero)
-    else:
+    elif kind == 0:
         for i in range(n):
             out[i] = z[i]
+    else:
+        for i in range(n):
+            out[i] = forward_rule(z[i], kind, slope, half, one, zero)
 
 
 @njit(**SERIAL_OPTIONS)
 def act_grad_cpu(d, a, dz, kind, slope, one, zero):
-    """dz = act'(a) ⊙ d over 1-D flat arrays (``dz`` may be ``d``)."""
+    """dz = act'(a) ⊙ d over 1-D flat arrays (``dz`` may be ``d``); ``a`` is the output or the input
+    (see the module docstring)."""
     n = d.size
     if kind == 1:
         for i in range(n):
@@ -150,9 +165,12 @@ def act_grad_cpu(d, a, dz, kind, slope, one, zero):
     elif kind == 4:
         for i in range(n):
             dz[i] = relu_grad(d[i], a[i], slope, zero)
-    else:
+    elif kind == 0:
         for i in range(n):
             dz[i] = d[i]
+    else:
+        for i in range(n):
+            dz[i] = backward_rule(d[i], a[i], kind, slope, one, zero)
 
 
 @njit(**SERIAL_OPTIONS)
@@ -185,9 +203,14 @@ def act_grad_bias_cpu(d, a, dz, db, kind, slope, one, zero):
                 g = relu_grad(dr[j], ar[j], slope, zero)
                 zr[j] = g
                 db[j] += g
-        else:
+        elif kind == 0:
             for j in range(c):
                 g = dr[j]
+                zr[j] = g
+                db[j] += g
+        else:
+            for j in range(c):
+                g = backward_rule(dr[j], ar[j], kind, slope, one, zero)
                 zr[j] = g
                 db[j] += g
 

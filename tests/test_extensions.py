@@ -159,3 +159,58 @@ def test_lion_float64_cuda_matches_reference():
         reference.update(host, {k: to_numpy(v) for k, v in g.items()})
     for k in host:
         np.testing.assert_allclose(to_numpy(p[k]), host[k], rtol=1e-12, atol=1e-14)
+
+
+# -- activations: what a layer class declares ---------------------------------------------------
+def _affine_before(net, layer):
+    return net.layers[net.layers.index(layer) - 1]
+
+
+def test_bias_fusion_follows_the_class_attribute(dev):
+    """A subclass of a gpunn activation keeps the fused bias (it was dropped when fusion was decided
+    by the class's name); one that declares ``FUSES_BIAS = False`` gets the Affine's own bias
+    kernels -- and both give the reference's gradients."""
+    from gpunn.layers import Sigmoid
+
+    class MySigmoid(Sigmoid):
+        pass
+
+    class Unfused(Sigmoid):
+        FUSES_BIAS = False
+
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    t = np.arange(6) % 3
+    ref = gpunn.MLP(4, [5, 5], 3, activation="sigmoid", device=dev, seed=1, fused=False)
+    expected = {k: to_numpy(v).copy() for k, v in ref.gradient(x, t).items()}
+    for cls, fused in ((MySigmoid, True), (Unfused, False)):
+        net = gpunn.MLP(4, [5, 5], 3, activation=cls, device=dev, seed=1)
+        acts = [layer for layer in net.layers if isinstance(layer, cls)]
+        assert len(acts) == 2
+        for act in acts:
+            assert _affine_before(net, act).bias_deferred is fused
+            assert (act.bias is not None) is fused
+        got = net.gradient(x, t)
+        for k in expected:
+            np.testing.assert_allclose(to_numpy(got[k]), expected[k], rtol=1e-5, atol=1e-7, err_msg=(cls, k))
+
+
+def test_mlp_finds_activations_by_attribute():
+    """Dropout goes after each hidden activation, found by ``is_activation`` -- also for a plain
+    ``Layer`` given as the activation -- and never after another layer type."""
+    from gpunn.layers import Layer
+    from gpunn.regularization import Dropout
+
+    class Square(Layer):
+        def forward(self, x, train=False):
+            self.x = x
+            return x * x
+
+        def backward(self, dout):
+            return 2 * self.x * dout
+
+    net = gpunn.MLP(4, [3, 3], 2, activation=["relu", Square], dropout=0.5, batchnorm=True, seed=0)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == ["Affine", "BatchNorm", "ReLU", "Dropout", "Affine", "BatchNorm", "Square", "Dropout",
+                     "Affine"]
+    assert [layer.is_activation for layer in net.layers] == [k in ("ReLU", "Square") for k in kinds]
+    assert sum(isinstance(layer, Dropout) for layer in net.layers) == 2
