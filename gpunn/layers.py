@@ -18,11 +18,13 @@ gradient kernel) and the first Affine skips ∂L/∂x (``need_dx = False``: neve
 
 from __future__ import annotations
 
+import math
+
 from .backend import Device, empty_aligned
 from .kernels import activations as _cpu
 from .kernels import elementwise_grid, launch
 
-__all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity", "get_activation",
+__all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "get_activation",
            "softmax", "ACTIVATIONS"]
 
 
@@ -229,6 +231,32 @@ class LeakyReLU(_Activation):
         return f"LeakyReLU(slope={self.slope})"
 
 
+class GELU(_Activation):
+    """A = ½ Z (1 + tanh(√(2/π) (Z + 0.044715 Z³))): GELU in its tanh approximation (Hendrycks &
+    Gimpel 2016; PyTorch's ``GELU(approximate="tanh")``, ``jax.nn.gelu``'s default; within ~1e-3 of
+    the exact Z·Φ(Z), which needs erf -- not a NumPy function).  With t the tanh above,
+    dZ = dA ⊙ (½(1 + t) + ½ Z (1 − t²) √(2/π) (1 + 3·0.044715 Z²)): a function of the *input* Z, so
+    the layer keeps Z (``GRAD_FROM = "input"``) and does not take the Affine's bias into its kernel
+    (``FUSES_BIAS = False``).  He initialisation under ``init="auto"``, as for ReLU."""
+
+    KIND = 5
+    slope = 0.044715  # the kernels' scalar: the cubic coefficient
+    GRAD_FROM = "input"
+    FUSES_BIAS = False
+    AUTO_INIT = "he_normal"
+
+    def _ref_forward(self, x):
+        self.x = x
+        k = math.sqrt(2 / math.pi)
+        self.t = self.xp.tanh(k * (x + 0.044715 * x ** 3))
+        return 0.5 * x * (1 + self.t)
+
+    def _ref_backward(self, dout):
+        x, t = self.x, self.t
+        k = math.sqrt(2 / math.pi)
+        return dout * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
+
+
 class Identity(_Activation):
     """A = Z."""
 
@@ -251,6 +279,7 @@ ACTIVATIONS = {
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
     "leakyrelu": LeakyReLU,
+    "gelu": GELU,
     "identity": Identity,
     "linear": Identity,
 }
@@ -258,7 +287,7 @@ ACTIVATIONS = {
 
 def get_activation(name, xp, dev=None) -> Layer:
     """An activation layer from its name (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"leaky_relu"``,
-    ``"identity"``: the keys of ``ACTIVATIONS``) or a ``Layer`` subclass; ``dev``: use the
+    ``"gelu"``, ``"identity"``: the keys of ``ACTIVATIONS``) or a ``Layer`` subclass; ``dev``: use the
     fused kernels of that device (only for gpunn's own activations)."""
     if isinstance(name, type) and issubclass(name, Layer):
         if issubclass(name, _Activation):

@@ -6,10 +6,10 @@ Scalar rules (no literals, no allocation) are shared with the CUDA kernels in
 dtype, so a float32 network stays float32 (a Python literal would promote the rule to float64).
 
 Activation codes (``kind``): 0 identity, 1 sigmoid (½(1 + tanh(z/2)), no overflow), 2 tanh,
-3 ReLU, 4 LeakyReLU.  ``slope`` is the activation's one scalar parameter (LeakyReLU's α).  The
-backward rules take ``a``: the activation's *output* for kinds 0-4 (``a > 0`` iff ``z > 0`` for
-ReLU/LeakyReLU with slope ≥ 0), so their forward can overwrite ``z`` in place; an activation whose
-derivative needs its *input* gets ``z`` instead (its layer keeps ``z``; the layer class says which:
+3 ReLU, 4 LeakyReLU, 5 GELU.  ``slope`` is the activation's one scalar parameter (LeakyReLU's α,
+GELU's cubic coefficient).  The backward rules take ``a``: the activation's *output* for kinds 0-4
+(``a > 0`` iff ``z > 0`` for ReLU/LeakyReLU with slope ≥ 0), so their forward can overwrite ``z`` in
+place, and its *input* ``z`` for GELU, whose layer keeps ``z`` (the layer class says which:
 ``GRAD_FROM``).
 
 Adding an activation: its scalar rules and one branch each in ``forward_rule`` and ``backward_rule``
@@ -31,7 +31,7 @@ from . import RULE_OPTIONS
 
 SERIAL_OPTIONS = dict(error_model="numpy", cache=True)
 
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU = 0, 1, 2, 3, 4
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, GELU = 0, 1, 2, 3, 4, 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,6 +69,24 @@ def relu_grad(d, a, slope, zero):
 
 
 @njit(**RULE_OPTIONS)
+def gelu(z, c, half, one):
+    """GELU, tanh form: ½ z (1 + tanh(k (z + c z³))), k = √(2/π) computed as √(½ / atan 1) (no
+    literal: a float64 constant would promote a float32 rule), ``c`` = 0.044715."""
+    k = math.sqrt(half / math.atan(one))
+    return half * z * (one + math.tanh(k * (z + c * z * z * z)))
+
+
+@njit(**RULE_OPTIONS)
+def gelu_grad(d, z, c, one):
+    """d · GELU'(z) from the *input* z: ½(1 + t) + ½ z (1 − t²) k (1 + 3c z²), t = tanh(k (z + c z³))."""
+    half = one / (one + one)
+    k = math.sqrt(half / math.atan(one))
+    z2 = z * z
+    t = math.tanh(k * (z + c * z * z2))
+    return d * (half * (one + t) + half * z * (one - t * t) * k * (one + (c + c + c) * z2))
+
+
+@njit(**RULE_OPTIONS)
 def forward_rule(z, kind, slope, half, one, zero):
     if kind == 1:
         return sigmoid(z, half, one)
@@ -78,6 +96,8 @@ def forward_rule(z, kind, slope, half, one, zero):
         return relu(z, zero)
     if kind == 4:
         return leaky(z, slope, zero)
+    if kind == 5:
+        return gelu(z, slope, half, one)
     return z
 
 
@@ -91,6 +111,8 @@ def backward_rule(d, a, kind, slope, one, zero):
         return relu_grad(d, a, zero, zero)
     if kind == 4:
         return relu_grad(d, a, slope, zero)
+    if kind == 5:
+        return gelu_grad(d, a, slope, one)
     return d
 
 
