@@ -214,3 +214,76 @@ def test_mlp_finds_activations_by_attribute():
                      "Affine"]
     assert [layer.is_activation for layer in net.layers] == [k in ("ReLU", "Square") for k in kinds]
     assert sum(isinstance(layer, Dropout) for layer in net.layers) == 2
+
+
+# -- GELU ---------------------------------------------------------------------------------------
+def gelu_tanh(z):
+    """The tanh approximation in float64, written out."""
+    return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+
+
+def test_gelu_values():
+    from gpunn.layers import GELU
+
+    z = np.array([-1e3, -3.0, -1.0, 0.0, 1.0, 3.0, 1e3])
+    got = GELU(np).forward(z.copy())
+    np.testing.assert_allclose(got, gelu_tanh(z), rtol=1e-15, atol=1e-300)
+    assert got[3] == 0.0 and got[0] == 0.0 and got[-1] == 1e3
+    assert got[4] == pytest.approx(0.8411919906, rel=1e-9)  # PyTorch's GELU(approximate="tanh")(1.)
+    # within 1e-3 of the exact z·Φ(z)
+    from math import erf
+
+    exact = np.array([0.5 * v * (1 + erf(v / np.sqrt(2))) for v in z])
+    np.testing.assert_allclose(got, exact, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(4, 3), (0, 3), (7,), ()], ids=str)
+def test_gelu_fused_matches_reference(dev, dtype, shape):
+    """The fused layer (kernels, gradient from the kept input) against the textbook layer on the same
+    device, forward and backward; the input is not overwritten."""
+    from gpunn.layers import GELU
+
+    rng = np.random.default_rng(0)
+    z = (3 * rng.standard_normal(shape)).astype(dtype)
+    d = rng.standard_normal(shape).astype(dtype)
+    fused, ref = GELU(dev.xp, dev=dev), GELU(dev.xp)
+    zf = dev.to_device(z)
+    out = fused.forward(zf)
+    expected = ref.forward(dev.to_device(z))
+    np.testing.assert_array_equal(to_numpy(zf), z)
+    rel = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(to_numpy(out), to_numpy(expected), rtol=rel, atol=rel)
+    dz = fused.backward(dev.to_device(d))
+    np.testing.assert_allclose(to_numpy(dz), to_numpy(ref.backward(dev.to_device(d))), rtol=rel, atol=rel)
+    assert to_numpy(out).dtype == dtype and to_numpy(dz).dtype == dtype and to_numpy(dz).shape == shape
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_mlp_trains_like_the_reference(dev, dtype):
+    """Inside an MLP (in-place buffers, the Affine's own bias kernels, BatchNorm before it): the same
+    losses over Adam steps as the textbook layers, and the He initialisation of init="auto"."""
+    from gpunn.layers import GELU
+
+    kw = dict(activation="gelu", device=dev, dtype=dtype, seed=3, batchnorm=True)
+    fast, ref = gpunn.MLP(6, [5, 4], 3, **kw), gpunn.MLP(6, [5, 4], 3, fused=False, **kw)
+    he = gpunn.MLP(6, [5, 4], 3, **{**kw, "activation": "relu"})
+    np.testing.assert_array_equal(to_numpy(fast.params.flat), to_numpy(he.params.flat))
+    acts = [layer for layer in fast.layers if isinstance(layer, GELU)]
+    assert len(acts) == 2 and all(layer.inplace and layer.bias is None for layer in acts)
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal((5, 6)) for _ in range(4)]
+    curves = []
+    for net in (fast, ref):
+        opt = optim.Adam(lr=1e-2)
+        curve = []
+        for x in batches:
+            opt.update(net.params, net.gradient(x, np.arange(5) % 3))
+            curve.append(float(net.last_loss))
+        curves.append(curve)
+    rel = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(curves[0], curves[1], rtol=rel)
+    for k in ref.params:
+        if k not in ("b1", "b2"):  # before BatchNorm: zero gradient up to rounding, Adam amplifies it
+            np.testing.assert_allclose(to_numpy(fast.params[k]), to_numpy(ref.params[k]), rtol=rel * 10,
+                                       atol=rel, err_msg=k)
