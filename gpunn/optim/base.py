@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 from functools import cache
+from operator import itemgetter
 
 from ..backend import Device, device_of
 from ..backend import device as gpunn_device
@@ -180,10 +181,10 @@ class Optimizer:
         if fast is not None and getattr(params, "flat", None) is fast[0] \
                 and getattr(grads, "flat", None) is fast[1]:
             # the same model's flat buffers as the last step: validated then, state in place
-            p, g, run, state, n_decay, cast, names = fast
+            p, g, run, state, n_decay, cast, ordered = fast
             self.t += 1
-            run(p.size, p, g, *state, *map(cast, self._ordered(self.scalars(), names)), cast(self.decay()),
-                n_decay)
+            # scalars() gave the rule's names at the first step; ``ordered`` puts them in its order
+            run(p.size, p, g, *state, *map(cast, ordered(self.scalars())), cast(self.decay()), n_decay)
             return
         groups = self._groups(params, grads)
         dev = self._resolve_device(params, groups)
@@ -210,7 +211,8 @@ class Optimizer:
         if groups[0][0] == FLAT:
             # Device.scalar(v, dtype) is dtype's scalar type applied to v: keep that type
             cast = type(Device.scalar(0, groups[0][1].dtype))
-            self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast, self.scalar_names())
+            self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast,
+                          _in_order(self.scalar_names()))
 
     def _state_for(self, dev, key, p):
         """The state arrays of ``key``: created (zeroed, or from a loaded state dict) on first use."""
@@ -356,6 +358,15 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hyper_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _in_order(names: tuple):
+    """A function taking a dict to the tuple of its values for ``names``, in that order (C speed:
+    ``itemgetter``; the fast path's per-step cost over a positional tuple is ~0.3 µs)."""
+    if len(names) == 1:
+        key = names[0]
+        return lambda values: (values[key],)
+    return itemgetter(*names)
 
 
 _SCALAR_NAMES: dict = {}
