@@ -38,6 +38,7 @@ NOT_RULES = ("base", "references", "schedules")
 
 
 def _rule_modules() -> list:
+    """Every module of this package that may define rules, imported: the textbook's, then the rest."""
     found = sorted(info.name for info in pkgutil.iter_modules(__path__)
                    if info.name not in NOT_RULES and not info.name.startswith("_"))
     names = [*TEXTBOOK_MODULES, *(m for m in found if m not in TEXTBOOK_MODULES)]
