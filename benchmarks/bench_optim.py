@@ -51,10 +51,15 @@ from gpunn import optim
 from gpunn.optim import references
 from gpunn.params import FlatLayout
 
-BYTES = {  # per parameter, float32: reads + writes of θ, g and the state
-    "SGD": 12, "Momentum": 20, "Nesterov": 20, "AdaGrad": 20, "AdaDelta": 28, "RMSprop": 20,
-    "Adam": 28, "AdamW": 28,
-}
+
+def bytes_per_param(cls, itemsize: int = 4) -> int:
+    """Memory traffic of one step per parameter: θ and g read, θ written, each state array read and
+    written (SGD 12 B in float32, Adam 28 B)."""
+    return itemsize * (3 + 2 * len(cls.slots))
+
+
+BYTES = {cls.__name__: bytes_per_param(cls) for cls in optim.OPTIMIZERS}
+"""Per parameter, float32, for every rule of the registry."""
 ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 """The CPUs this process may use, read before any OpenMP runtime pins a thread."""
 TARGET_STREAM = 0.85   # every fused CPU rule: ≥ 85 % of the streaming bandwidth
@@ -64,7 +69,7 @@ SMALL_SIZES = [784, 64, 16, 10]
 
 def torch_optimizer(torch, name, params, **impl):
     """The torch.optim equivalent of gpunn's ``name`` with gpunn's defaults, or None if the
-    implementation (fused / foreach) is not available for it."""
+    implementation (fused / foreach) is not available for it, or torch.optim has no such rule."""
     o = torch.optim
     make = {
         "SGD": lambda: o.SGD(params, lr=0.01, **impl),
@@ -75,7 +80,9 @@ def torch_optimizer(torch, name, params, **impl):
         "RMSprop": lambda: o.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-8, **impl),
         "Adam": lambda: o.Adam(params, lr=1e-3, **impl),
         "AdamW": lambda: o.AdamW(params, lr=1e-3, weight_decay=0.01, **impl),
-    }[name]
+    }.get(name)
+    if make is None:  # no twin listed here
+        return None
     try:
         opt = make()
         opt.step()

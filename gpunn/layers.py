@@ -18,17 +18,25 @@ gradient kernel) and the first Affine skips ∂L/∂x (``need_dx = False``: neve
 
 from __future__ import annotations
 
+import math
+
 from . import cpu_threads
 from .backend import Device, empty_aligned, host_xp
 from .kernels import activations as _cpu
 from .kernels import elementwise_grid, launch
 
-__all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity", "get_activation",
+__all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "get_activation",
            "softmax", "ACTIVATIONS"]
 
 
 class Layer:
-    """A differentiable step of a network (``dev``: run the fused kernels of that device)."""
+    """A differentiable step of a network (``dev``: run the fused kernels of that device).
+
+    ``is_activation``: whether the layer is a hidden layer's activation (``MLP`` puts a layer's
+    Dropout after it, and finds it by this attribute; :func:`get_activation` sets it on any layer it
+    builds)."""
+
+    is_activation = False
 
     def __init__(self, xp, dev=None):
         self.xp = xp
@@ -107,17 +115,38 @@ class Affine(Layer):
 
 class _Activation(Layer):
     """An elementwise activation: the textbook code (``_ref_forward``/``_ref_backward``) without a
-    device, the fused kernels of ``gpunn.kernels.activations`` with one."""
+    device, the fused kernels of ``gpunn.kernels.activations`` with one.
+
+    What a subclass declares (class attributes; the kernels' rules are in
+    ``gpunn.kernels.activations``):
+
+    * ``KIND`` -- its code in the kernels; ``slope`` -- the one scalar the kernels get for it.
+    * ``GRAD_FROM`` -- ``"output"`` (default) when its derivative is a function of its output
+      (σ' = σ(1 − σ)): the fused forward may then overwrite its input; ``"input"`` when it needs
+      the input (GELU): the layer keeps z and writes its output elsewhere.
+    * ``FUSES_BIAS`` -- whether an ``MLP`` may hand it the preceding Affine's bias (one bias +
+      activation kernel forward, one activation-gradient + bias-gradient kernel backward).  Only
+      for an output-gradient activation: the fused forward never writes z + b.
+    * ``AUTO_INIT`` -- the weight initialiser ``init="auto"`` picks for the Affine before it.
+    """
 
     KIND = 0
     slope = 0.0
+    is_activation = True
+    GRAD_FROM = "output"
+    FUSES_BIAS = True
+    AUTO_INIT = "xavier_normal"
     bias = None  # fast path inside an MLP: the preceding Affine's b (added here) ...
     db = None    # ... and its gradient (written by backward)
 
     def forward(self, x, train=False):
         if self.dev is None:
             return self._ref_forward(x)
-        out = x if self.inplace else self.xp.empty_like(x)
+        if self.GRAD_FROM == "input":
+            self.x = x
+            out = self._buf("out", x.shape, x.dtype) if self.inplace else self.xp.empty_like(x)
+        else:
+            out = x if self.inplace else self.xp.empty_like(x)
         if self.bias is not None:
             _fast.bias_act(self.dev, x, self.bias, out, self.KIND, self.slope)
         else:
@@ -129,10 +158,11 @@ class _Activation(Layer):
         if self.dev is None:
             return self._ref_backward(dout)
         dz = dout if self.inplace else self.xp.empty_like(dout)
+        a = self.x if self.GRAD_FROM == "input" else self.out
         if self.db is not None:
-            _fast.act_grad_bias(self.dev, dout, self.out, dz, self.db, self.KIND, self.slope)
+            _fast.act_grad_bias(self.dev, dout, a, dz, self.db, self.KIND, self.slope)
         else:
-            _fast.act_grad(self.dev, dout, self.out, dz, self.KIND, self.slope)
+            _fast.act_grad(self.dev, dout, a, dz, self.KIND, self.slope)
         return dz
 
 
@@ -171,6 +201,7 @@ class ReLU(_Activation):
     """A = max(0, Z).  dZ = dA where Z > 0, else 0."""
 
     KIND = 3
+    AUTO_INIT = "he_normal"
 
     def _ref_forward(self, x):
         self.mask = x > 0
@@ -184,6 +215,7 @@ class LeakyReLU(_Activation):
     """A = Z if Z > 0 else α·Z (α = ``slope``, default 0.01).  dZ = dA ⊙ (1 if Z > 0 else α)."""
 
     KIND = 4
+    AUTO_INIT = "he_normal"
 
     def __init__(self, xp, slope: float = 0.01, dev=None):
         super().__init__(xp, dev)
@@ -200,6 +232,32 @@ class LeakyReLU(_Activation):
 
     def __repr__(self):
         return f"LeakyReLU(slope={self.slope})"
+
+
+class GELU(_Activation):
+    """A = ½ Z (1 + tanh(√(2/π) (Z + 0.044715 Z³))): GELU in its tanh approximation (Hendrycks &
+    Gimpel 2016; PyTorch's ``GELU(approximate="tanh")``, ``jax.nn.gelu``'s default; within ~1e-3 of
+    the exact Z·Φ(Z), which needs erf -- not a NumPy function).  With t the tanh above,
+    dZ = dA ⊙ (½(1 + t) + ½ Z (1 − t²) √(2/π) (1 + 3·0.044715 Z²)): a function of the *input* Z, so
+    the layer keeps Z (``GRAD_FROM = "input"``) and does not take the Affine's bias into its kernel
+    (``FUSES_BIAS = False``).  He initialisation under ``init="auto"``, as for ReLU."""
+
+    KIND = 5
+    slope = 0.044715  # the kernels' scalar: the cubic coefficient
+    GRAD_FROM = "input"
+    FUSES_BIAS = False
+    AUTO_INIT = "he_normal"
+
+    def _ref_forward(self, x):
+        self.x = x
+        k = math.sqrt(2 / math.pi)
+        self.t = self.xp.tanh(k * (x + 0.044715 * x ** 3))
+        return 0.5 * x * (1 + self.t)
+
+    def _ref_backward(self, dout):
+        x, t = self.x, self.t
+        k = math.sqrt(2 / math.pi)
+        return dout * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
 
 
 class Identity(_Activation):
@@ -224,6 +282,7 @@ ACTIVATIONS = {
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
     "leakyrelu": LeakyReLU,
+    "gelu": GELU,
     "identity": Identity,
     "linear": Identity,
 }
@@ -231,10 +290,14 @@ ACTIVATIONS = {
 
 def get_activation(name, xp, dev=None) -> Layer:
     """An activation layer from its name (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"leaky_relu"``,
-    ``"identity"``) or a ``Layer`` subclass; ``dev``: use the fused kernels of that device (only
-    for gpunn's own activations)."""
+    ``"gelu"``, ``"identity"``: the keys of ``ACTIVATIONS``) or a ``Layer`` subclass; ``dev``: use the
+    fused kernels of that device (only for gpunn's own activations)."""
     if isinstance(name, type) and issubclass(name, Layer):
-        return name(xp, dev=dev) if issubclass(name, _Activation) else name(xp)
+        if issubclass(name, _Activation):
+            return name(xp, dev=dev)
+        layer = name(xp)
+        layer.is_activation = True  # built as an activation: MLP finds it by this
+        return layer
     if not isinstance(name, str):
         raise TypeError(f"activation must be a name or a Layer class, got {name!r}")
     cls = ACTIVATIONS.get(name.strip().lower())

@@ -34,16 +34,13 @@ from .batchnorm import EPS, MOMENTUM, BatchNorm
 from .gradcheck import numerical_gradient_dict
 from .init import get_initializer
 from .kernels import activations as _act
-from .layers import Affine, get_activation, softmax
+from .layers import ACTIVATIONS, Affine, get_activation, softmax
 from .losses import get_loss
 from .params import FlatLayout
 from .regularization import Dropout, add_weight_decay, weight_decay_loss
 from .validate import check_finite, check_hyper, check_inputs, check_targets, positive_int
 
 __all__ = ["MLP"]
-
-_RELU_LIKE = ("relu", "leaky_relu", "leakyrelu")
-
 
 def _host_device():
     return get_device("cpu")
@@ -55,10 +52,11 @@ class MLP:
     Parameters
     ----------
     activation : one name for every hidden layer or a list, one per hidden layer
-        (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"leaky_relu"``, ``"identity"``).
+        (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"leaky_relu"``, ``"gelu"``, ``"identity"``: the keys
+        of :data:`gpunn.layers.ACTIVATIONS`).
     init : initialiser name, std (float) or :class:`~gpunn.init.Initializer`, or a list per layer;
-        ``"auto"`` (default) is He for ReLU-like layers and Xavier (normal) otherwise; the output
-        layer follows its input's activation.
+        ``"auto"`` (default) is the activation class's ``AUTO_INIT``: He for ReLU, LeakyReLU and
+        GELU, Xavier (normal) otherwise; the output layer follows its input's activation.
     loss : ``"cross_entropy"`` (softmax + cross-entropy, default), ``"bce"``, ``"mse"``, ``"l1"``,
         ``"hinge"``, or a :class:`~gpunn.losses.Loss`.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`gpunn.device`).
@@ -237,8 +235,7 @@ class MLP:
                 layer.need_dx = k > 0
                 nxt = layers[k + 1] if k + 1 < len(layers) else None
                 layer.inplace = nxt is not None  # the output layer's scores are returned: fresh
-                if type(nxt).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Identity") \
-                        and isinstance(nxt, _Activation) and nxt.dev is not None:
+                if isinstance(nxt, _Activation) and nxt.FUSES_BIAS and nxt.dev is not None:
                     layer.bias_deferred = True
                     nxt.bias, nxt.db = layer.b, layer.db
             elif (isinstance(layer, _Activation) and layer.dev is not None) or isinstance(layer, BatchNorm):
@@ -271,7 +268,7 @@ class MLP:
 
     def _activation_layer(self, i):
         """The activation layer of hidden layer ``i`` (0-based)."""
-        return [layer for layer in self.layers if not isinstance(layer, (Affine, BatchNorm, Dropout))][i]
+        return [layer for layer in self.layers if layer.is_activation][i]
 
     def _snapshot(self):
         """The state a training-mode forward changes besides the parameters: the BatchNorm running
@@ -373,6 +370,6 @@ def _per_layer(what, value, n):
 
 def _initializer(init, activation):
     if isinstance(init, str) and init == "auto":
-        relu_like = isinstance(activation, str) and activation.lower() in _RELU_LIKE
-        return get_initializer("he_normal" if relu_like else "xavier_normal")
+        cls = ACTIVATIONS.get(activation.lower()) if isinstance(activation, str) else None
+        return get_initializer(cls.AUTO_INIT if cls is not None else "xavier_normal")
     return get_initializer(init)

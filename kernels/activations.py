@@ -6,8 +6,16 @@ Scalar rules (no literals, no allocation) are shared with the CUDA kernels in
 dtype, so a float32 network stays float32 (a Python literal would promote the rule to float64).
 
 Activation codes (``kind``): 0 identity, 1 sigmoid (½(1 + tanh(z/2)), no overflow), 2 tanh,
-3 ReLU, 4 LeakyReLU.  The backward rules take the activation's *output* ``a`` (``a > 0`` iff
-``z > 0`` for ReLU/LeakyReLU with slope ≥ 0), so the forward can overwrite ``z`` in place.
+3 ReLU, 4 LeakyReLU, 5 GELU.  ``slope`` is the activation's one scalar parameter (LeakyReLU's α,
+GELU's cubic coefficient).  The backward rules take ``a``: the activation's *output* for kinds 0-4
+(``a > 0`` iff ``z > 0`` for ReLU/LeakyReLU with slope ≥ 0), so their forward can overwrite ``z`` in
+place, and its *input* ``z`` for GELU, whose layer keeps ``z`` (the layer class says which:
+``GRAD_FROM``).
+
+Adding an activation: its scalar rules and one branch each in ``forward_rule`` and ``backward_rule``
+here, and its layer class in ``gpunn/layers.py``.  The CUDA kernels go through the two dispatch
+rules; the CPU kernels run the first five kinds in loops of their own (they vectorise) and any other
+kind through the dispatch rules.
 
 CPU kernels are serial (``error_model="numpy"``, no ``parallel``): the arrays of a small-MLP
 step are 10³–10⁵ elements, where waking Numba's thread pool (1.5–80 µs) costs more than the
@@ -23,7 +31,7 @@ from . import RULE_OPTIONS
 
 SERIAL_OPTIONS = dict(error_model="numpy", cache=True)
 
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU = 0, 1, 2, 3, 4
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, GELU = 0, 1, 2, 3, 4, 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,6 +69,24 @@ def relu_grad(d, a, slope, zero):
 
 
 @njit(**RULE_OPTIONS)
+def gelu(z, c, half, one):
+    """GELU, tanh form: ½ z (1 + tanh(k (z + c z³))), k = √(2/π) computed as √(½ / atan 1) (no
+    literal: a float64 constant would promote a float32 rule), ``c`` = 0.044715."""
+    k = math.sqrt(half / math.atan(one))
+    return half * z * (one + math.tanh(k * (z + c * z * z * z)))
+
+
+@njit(**RULE_OPTIONS)
+def gelu_grad(d, z, c, one):
+    """d · GELU'(z) from the *input* z: ½(1 + t) + ½ z (1 − t²) k (1 + 3c z²), t = tanh(k (z + c z³))."""
+    half = one / (one + one)
+    k = math.sqrt(half / math.atan(one))
+    z2 = z * z
+    t = math.tanh(k * (z + c * z * z2))
+    return d * (half * (one + t) + half * z * (one - t * t) * k * (one + (c + c + c) * z2))
+
+
+@njit(**RULE_OPTIONS)
 def forward_rule(z, kind, slope, half, one, zero):
     if kind == 1:
         return sigmoid(z, half, one)
@@ -70,6 +96,8 @@ def forward_rule(z, kind, slope, half, one, zero):
         return relu(z, zero)
     if kind == 4:
         return leaky(z, slope, zero)
+    if kind == 5:
+        return gelu(z, slope, half, one)
     return z
 
 
@@ -83,6 +111,8 @@ def backward_rule(d, a, kind, slope, one, zero):
         return relu_grad(d, a, zero, zero)
     if kind == 4:
         return relu_grad(d, a, slope, zero)
+    if kind == 5:
+        return gelu_grad(d, a, slope, one)
     return d
 
 
@@ -108,9 +138,12 @@ def bias_act_cpu(z, b, out, kind, slope, half, one, zero):
         elif kind == 4:
             for j in range(c):
                 orow[j] = leaky(zr[j] + b[j], slope, zero)
-        else:
+        elif kind == 0:
             for j in range(c):
                 orow[j] = zr[j] + b[j]
+        else:
+            for j in range(c):
+                orow[j] = forward_rule(zr[j] + b[j], kind, slope, half, one, zero)
 
 
 @njit(**SERIAL_OPTIONS)
@@ -129,14 +162,18 @@ def act_cpu(z, out, kind, slope, half, one, zero):
     elif kind == 4:
         for i in range(n):
             out[i] = leaky(z[i], slope, zero)
-    else:
+    elif kind == 0:
         for i in range(n):
             out[i] = z[i]
+    else:
+        for i in range(n):
+            out[i] = forward_rule(z[i], kind, slope, half, one, zero)
 
 
 @njit(**SERIAL_OPTIONS)
 def act_grad_cpu(d, a, dz, kind, slope, one, zero):
-    """dz = act'(a) ⊙ d over 1-D flat arrays (``dz`` may be ``d``)."""
+    """dz = act'(a) ⊙ d over 1-D flat arrays (``dz`` may be ``d``); ``a`` is the output or the input
+    (see the module docstring)."""
     n = d.size
     if kind == 1:
         for i in range(n):
@@ -150,9 +187,12 @@ def act_grad_cpu(d, a, dz, kind, slope, one, zero):
     elif kind == 4:
         for i in range(n):
             dz[i] = relu_grad(d[i], a[i], slope, zero)
-    else:
+    elif kind == 0:
         for i in range(n):
             dz[i] = d[i]
+    else:
+        for i in range(n):
+            dz[i] = backward_rule(d[i], a[i], kind, slope, one, zero)
 
 
 @njit(**SERIAL_OPTIONS)
@@ -185,9 +225,14 @@ def act_grad_bias_cpu(d, a, dz, db, kind, slope, one, zero):
                 g = relu_grad(dr[j], ar[j], slope, zero)
                 zr[j] = g
                 db[j] += g
-        else:
+        elif kind == 0:
             for j in range(c):
                 g = dr[j]
+                zr[j] = g
+                db[j] += g
+        else:
+            for j in range(c):
+                g = backward_rule(dr[j], ar[j], kind, slope, one, zero)
                 zr[j] = g
                 db[j] += g
 

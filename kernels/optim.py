@@ -1,10 +1,16 @@
 """Optimizer update rules: each written once as a scalar ``@njit`` function, compiled for the CPU
 (the ``*_cpu`` parallel loops below) and for CUDA (``optim_cuda.py``), so the two cannot drift.
 
-Every kernel takes ``(p, g, *state, *hyper, wd, n_decay)`` over 1-D C-contiguous arrays of one dtype:
-weight decay λ = ``wd`` is added to the gradient (g ← g + λθ) for elements ``i < n_decay`` only
-(the weights; biases and BatchNorm parameters sit after them in a model's flat buffer).  AdamW is the
-exception: its ``wd`` slot carries the decoupled shrink ``ηλ`` (θ ← θ − ηλθ before the Adam step).
+Every kernel takes ``(p, g, *state, *hyper, wd, n_decay)`` over 1-D C-contiguous arrays of one dtype,
+where ``state`` and ``hyper`` are the rule's own parameters after ``(p, g)``, *by name*: the optimizer
+class lists its state arrays in ``slots`` and returns its scalars from ``scalars()`` as a dict keyed
+by the rule's parameter names (``gpunn.optim.base`` orders them by the rule's signature, and the
+tests check that every loop below repeats its rule's parameter names).  Adding a rule: write it
+here with its ``_span``/``_cpu`` pair, its CUDA kernel in ``optim_cuda.py``, and its class (with its
+reference) in ``gpunn/optim/<name>.py``; nothing else lists rules.  Weight decay:
+λ = ``wd`` is added to the gradient (g ← g + λθ) for elements ``i < n_decay`` only (the weights;
+biases and BatchNorm parameters sit after them in a model's flat buffer).  AdamW and Lion are the
+exception: their ``wd`` slot carries the decoupled shrink ``ηλ`` (θ ← θ − ηλθ before the step).
 
 Hyper-parameters arrive as scalars of the array dtype, and every constant a rule needs (``1 − β``,
 Adam's bias corrections) is computed on the host and passed in: a Python float literal in a rule
@@ -105,13 +111,40 @@ def rmsprop(p, g, r, lr, rho, omrho, eps):
 
 
 @njit(**RULE_OPTIONS)
-def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rsqrt_bc2):
+def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2):
     """Adam (PyTorch form): m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
-    θ ← θ − (η/bc1) m / (√v / √bc2 + ε), with ``lr_t = η/bc1`` and ``rsqrt_bc2 = 1/√bc2``
+    θ ← θ − (η/bc1) m / (√v / √bc2 + ε), with ``lr_t = η/bc1`` and ``rbc2 = 1/√bc2``
     (bc_k = 1 − β_kᵗ) computed on the host each step."""
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * g * g
-    return p - lr_t * m / (math.sqrt(v) * rsqrt_bc2 + eps), m, v
+    return p - lr_t * m / (math.sqrt(v) * rbc2 + eps), m, v
+
+
+adamw = adam
+"""AdamW's scalar rule is Adam's: the decoupled shrink θ ← θ − ηλθ is in its loops."""
+
+
+@njit(**RULE_OPTIONS)
+def amsgrad(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2):
+    """AMSGrad, PyTorch's ``Adam(amsgrad=True)``: Adam with the running maximum of v in the
+    denominator, v_max ← max(v_max, v) (of the raw v; the bias correction comes after).
+    ``v_max >= v`` is false for a NaN v, so a NaN reaches v_max as in ``torch.maximum``."""
+    m = b1 * m + omb1 * g
+    v = b2 * v + omb2 * g * g
+    v_max = v_max if v_max >= v else v
+    return p - lr_t * m / (math.sqrt(v_max) * rbc2 + eps), m, v, v_max
+
+
+@njit(**RULE_OPTIONS)
+def lion(p, g, m, lr, b1, omb1, b2, omb2):
+    """Lion: c = β1 m + (1−β1) g;  θ ← θ − η sign(c);  m ← β2 m + (1−β2) g.
+
+    η·sign(c) is ``copysign(lr, c)`` (η ≥ 0), except that c = ±0 moves nothing and a NaN c passes
+    through (sign(0) = 0 and sign(NaN) = NaN, as ``torch.sign``): no literal, no branch on a
+    constant of another type."""
+    c = b1 * m + omb1 * g
+    step = c if c == -c or c != c else math.copysign(lr, c)
+    return p - step, b2 * m + omb2 * g
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,12 +271,12 @@ def adagrad_cpu(p, g, r, lr, eps, wd, n_decay):
 
 
 @njit(**SERIAL_OPTIONS)
-def adadelta_span(p, g, sq, r, lr, rho, omrho, eps, wd, s):
-    for i in range(s):
-        p[i], sq[i], r[i] = adadelta(p[i], g[i] + wd * p[i], sq[i], r[i], lr, rho, omrho, eps)
-    p, g, sq, r = p[s:], g[s:], sq[s:], r[s:]
+def adadelta_span(p, g, s, r, lr, rho, omrho, eps, wd, cut):
+    for i in range(cut):
+        p[i], s[i], r[i] = adadelta(p[i], g[i] + wd * p[i], s[i], r[i], lr, rho, omrho, eps)
+    p, g, s, r = p[cut:], g[cut:], s[cut:], r[cut:]
     for i in range(p.size):
-        p[i], sq[i], r[i] = adadelta(p[i], g[i], sq[i], r[i], lr, rho, omrho, eps)
+        p[i], s[i], r[i] = adadelta(p[i], g[i], s[i], r[i], lr, rho, omrho, eps)
 
 
 @njit(**CPU_OPTIONS)
@@ -322,6 +355,51 @@ def adamw_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
             lo, hi = c * n // k, (c + 1) * n // k
             adamw_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink,
                        split(n_decay, lo, hi))
+
+
+@njit(**SERIAL_OPTIONS)
+def amsgrad_span(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, s):
+    for i in range(s):
+        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i] + wd * p[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2,
+                                             omb2, eps, rbc2)
+    p, g, m, v, v_max = p[s:], g[s:], m[s:], v[s:], v_max[s:]
+    for i in range(p.size):
+        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps,
+                                             rbc2)
+
+
+@njit(**CPU_OPTIONS)
+def amsgrad_cpu(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
+    n = p.size
+    k = n_chunks(n)
+    if k == 1:
+        amsgrad_span(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, min(n_decay, n))
+    else:
+        for c in prange(k):
+            lo, hi = c * n // k, (c + 1) * n // k
+            amsgrad_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], v_max[lo:hi], lr_t, b1, omb1, b2, omb2, eps,
+                         rbc2, wd, split(n_decay, lo, hi))
+
+
+@njit(**SERIAL_OPTIONS)
+def lion_span(p, g, m, lr, b1, omb1, b2, omb2, shrink, s):
+    for i in range(s):
+        p[i], m[i] = lion(p[i] - shrink * p[i], g[i], m[i], lr, b1, omb1, b2, omb2)
+    p, g, m = p[s:], g[s:], m[s:]
+    for i in range(p.size):
+        p[i], m[i] = lion(p[i], g[i], m[i], lr, b1, omb1, b2, omb2)
+
+
+@njit(**CPU_OPTIONS)
+def lion_cpu(p, g, m, lr, b1, omb1, b2, omb2, shrink, n_decay):
+    n = p.size
+    k = n_chunks(n)
+    if k == 1:
+        lion_span(p, g, m, lr, b1, omb1, b2, omb2, shrink, min(n_decay, n))
+    else:
+        for c in prange(k):
+            lo, hi = c * n // k, (c + 1) * n // k
+            lion_span(p[lo:hi], g[lo:hi], m[lo:hi], lr, b1, omb1, b2, omb2, shrink, split(n_decay, lo, hi))
 
 
 def serial_kernel(rule: str):

@@ -94,3 +94,23 @@ def adamw(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
         p[i] = pi
         m[i] = mi
         v[i] = vi
+
+
+@cuda.jit(cache=True)
+def amsgrad(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        gi = g[i] + wd * p[i] if i < n_decay else g[i]
+        pi, mi, vi, xi = rules.amsgrad(p[i], gi, m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps, rbc2)
+        p[i] = pi
+        m[i] = mi
+        v[i] = vi
+        v_max[i] = xi
+
+
+@cuda.jit(cache=True)
+def lion(p, g, m, lr, b1, omb1, b2, omb2, shrink, n_decay):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        pi = p[i] - shrink * p[i] if i < n_decay else p[i]
+        pi, mi = rules.lion(pi, g[i], m[i], lr, b1, omb1, b2, omb2)
+        p[i] = pi
+        m[i] = mi

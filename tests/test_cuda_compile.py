@@ -50,7 +50,8 @@ def tour() -> None:
     """Launch every CUDA kernel through the public API on device "cuda" (simulated, or the real GPU
     under ``GPUNN_TEST_DEVICE=cuda``): per dtype, an MLP with every activation, dropout and weight
     decay, with and without BatchNorm; a training step with class-index and with one-hot targets;
-    one update by every optimizer; then prediction and accuracy (evaluation mode)."""
+    one update by every optimizer (each of its ``variants``); then prediction and accuracy
+    (evaluation mode)."""
     dev = gpunn.device("cuda", strict=True)
     names = activation_names()
     rng = np.random.default_rng(0)
@@ -63,7 +64,8 @@ def tour() -> None:
             for target in (t, np.eye(2)[t]):
                 grads = net.gradient(x, target)
             for cls in optimizer_classes():
-                cls(weight_decay=1e-3).update(net.params, grads)
+                for kwargs in cls.variants:  # every form with a kernel of its own
+                    cls(weight_decay=1e-3, **kwargs).update(net.params, grads)
             net.predict(x)
             net.accuracy(x, t)
 

@@ -9,8 +9,19 @@ from gpunn.kernels import activations as K
 from numba import njit
 
 import gpunn
+from gpunn.layers import ACTIVATIONS
 
-ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
+
+def _activation_names():
+    """One name per activation class of the registry (``gpunn.layers.ACTIVATIONS``): sigmoid, tanh,
+    relu, leaky_relu, identity, and any added since."""
+    first = {}
+    for name, cls in sorted(ACTIVATIONS.items()):
+        first.setdefault(cls, name)
+    return sorted(first.values())
+
+
+ACTS = _activation_names()
 
 
 def _pair(dev, sizes, act, **kw):

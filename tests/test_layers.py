@@ -22,8 +22,11 @@ def _check_layer(layer, x, rng):
     return r
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu", "identity"])
+@pytest.mark.parametrize("name", sorted({cls: name for name, cls in sorted(layers.ACTIVATIONS.items(),
+                                                                        reverse=True)}.values()))
 def test_activation_gradients(name):
+    """Every activation class of the registry (one name each: sigmoid, tanh, relu, leaky_relu, gelu,
+    identity)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 7))
     x[np.abs(x) < 1e-3] = 0.5  # keep ReLU's kink away from the finite-difference step

@@ -2,6 +2,8 @@
 kernels (in Numba's simulator unless GPUNN_TEST_DEVICE=cuda), plus the textbook's own numbers and
 the equivalences between rules."""
 
+import inspect
+
 import numpy as np
 import pytest
 from conftest import to_numpy
@@ -12,7 +14,8 @@ from gpunn.optim import references as ref
 from gpunn.params import FlatLayout
 
 # Every optimizer, with non-default hyper-parameters (so each kernel argument matters) and L2 /
-# decoupled weight decay switched on.
+# decoupled weight decay switched on: the textbook's eight as chosen here, the others of the
+# registry (``optim.OPTIMIZERS``) from ``example_hyper``.
 RULES = {
     "SGD": dict(lr=0.1, weight_decay=0.05),
     "Momentum": dict(lr=0.05, momentum=0.8, weight_decay=0.05),
@@ -23,6 +26,26 @@ RULES = {
     "Adam": dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-8, weight_decay=0.05),
     "AdamW": dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-8, weight_decay=0.05),
 }
+
+
+def example_hyper(cls) -> dict:
+    """Non-default hyper-parameters for a rule the table above does not list, derived from its
+    declaration (so a new rule of the registry is in every grid below without an edit here): ``lr``
+    doubled, weight decay on, each of its own hyper-parameters moved off its default (one in
+    [0, 1) scaled by 0.9, or 0.5 from 0; any other doubled)."""
+    defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items()}
+    kwargs = {"lr": 2 * defaults["lr"], "weight_decay": 0.05}
+    for name in cls.hyper_names():
+        if name in kwargs:
+            continue
+        if getattr(cls, name).bounds["high"] == 1:
+            kwargs[name] = 0.9 * defaults[name] or 0.5
+        else:
+            kwargs[name] = 2 * defaults[name]
+    return kwargs
+
+
+RULES.update({cls.__name__: example_hyper(cls) for cls in optim.OPTIMIZERS if cls.__name__ not in RULES})
 STEPS = 12
 SPECS = [("W1", (4, 5), True), ("b1", (5,), False), ("W2", (5, 3), True), ("b2", (3,), False)]
 
@@ -269,6 +292,8 @@ CONVERGE = {  # lr and steps reaching f < 1e-3 from (-7, 2) on f = x²/20 + y² 
     "RMSprop": (dict(lr=0.02), 800),
     "Adam": (dict(lr=0.3), 300),
     "AdamW": (dict(lr=0.3, weight_decay=0.0), 300),
+    "AMSGrad": (dict(lr=0.3), 300),
+    "Lion": (dict(lr=0.013), 800),  # steps of ±η: ends in a cycle of amplitude ~η around the minimum
 }
 
 
@@ -329,3 +354,58 @@ def test_no_python_float_literal_promotes_float32_to_float64():
                          grads["W"].reshape(-1), *opt.state["W"], *scalars, 3)
         assert "fmul float" in ir or "fmul <" in ir, cls
         assert not double_arithmetic(ir), (cls, double_arithmetic(ir)[:3])
+
+
+# -- the registry: rules by name ---------------------------------------------------------------
+def rule_variants():
+    """(class, instance) for every form of every rule of the registry (``cls.variants``)."""
+    return [(cls, cls(**kwargs)) for cls in optim.OPTIMIZERS for kwargs in cls.variants]
+
+
+@pytest.mark.parametrize("cls,opt", rule_variants(), ids=lambda v: getattr(v, "rule", None) or v.__name__)
+def test_every_kernel_repeats_its_rules_parameter_names(cls, opt):
+    """The class gives its scalars by name; the loops pass them on by position: the CPU span and
+    loop and the CUDA kernel of each rule must list exactly the rule's parameters after (p, g)."""
+    from gpunn.kernels import compile_check, cuda_kernel
+    from gpunn.kernels import optim as kernels
+
+    rule_names = ("p", "g", *opt.slots, *opt.scalar_names())
+    opt.t = 1  # as in a step (Adam's bias corrections)
+    assert set(opt.scalars()) == set(opt.scalar_names())
+    assert opt.scalar_names() == opt.check_rule(opt.rule, opt.slots)
+    cuda = compile_check._kernel_function(cuda_kernel("optim", opt.rule))
+    for fn, last in ((getattr(kernels, f"{opt.rule}_span").py_func, None),
+                     (getattr(kernels, f"{opt.rule}_cpu").py_func, "n_decay"), (cuda, "n_decay")):
+        params = tuple(inspect.signature(fn).parameters)
+        assert params[:-2] == rule_names, (fn.__name__, params)
+        assert last is None or params[-1] == last
+
+
+def test_scalars_by_name_are_checked():
+    class Renamed(optim.Momentum):
+        rule = "momentum"
+
+        def scalars(self):
+            return {"lr": self.lr, "momentum": self.momentum}  # the rule calls it "alpha"
+
+    with pytest.raises(TypeError, match="alpha"):
+        Renamed().update({"W": np.ones((2, 2))}, {"W": np.ones((2, 2))})
+
+    class WrongSlots(optim.Momentum):
+        slots = ("velocity",)
+
+    with pytest.raises(TypeError, match="velocity"):
+        WrongSlots().update({"W": np.ones((2, 2))}, {"W": np.ones((2, 2))})
+
+
+def test_the_package_lists_what_its_modules_define():
+    """``OPTIMIZERS``, ``__all__``, the references and the docstring's list come from the modules."""
+    assert "nesterov_saito" in {opt.rule for _, opt in rule_variants()}
+    assert optim.OPTIMIZERS[:8] == (optim.SGD, optim.Momentum, optim.Nesterov, optim.AdaGrad, optim.AdaDelta,
+                                    optim.RMSprop, optim.Adam, optim.AdamW)
+    for cls in optim.OPTIMIZERS:
+        assert cls.__name__ in optim.__all__ and getattr(optim, cls.__name__) is cls
+        assert f":class:`{cls.__name__}`" in optim.__doc__
+        assert getattr(ref, cls.__name__) is not None
+    with pytest.raises(AttributeError):
+        ref.NoSuchRule  # noqa: B018

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import gpunn
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import optimizer_compare  # noqa: E402
@@ -53,8 +55,9 @@ def test_benchmark_runs_and_never_times_the_simulator(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cuda: not measured: no GPU" in proc.stdout
     data = json.loads(out.read_text())
-    assert [r["rule"] for r in data["cpu"]["rules"]] == ["SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta",
-                                                        "RMSprop", "Adam", "AdamW"]
+    # every rule of the registry (the textbook's eight first), bytes per parameter derived from it
+    assert [r["rule"] for r in data["cpu"]["rules"]] == [cls.__name__ for cls in gpunn.optim.OPTIMIZERS]
+    assert {r["rule"]: r["bytes_per_param"] for r in data["cpu"]["rules"]}["AMSGrad"] == 36
     for row in data["cpu"]["rules"]:
         assert row["gpunn_gbs"] > 0 and row["stream_median_gbs"] > 0 and row["numpy_ms"] > 0
     assert data["cuda"].startswith("not measured: no GPU")

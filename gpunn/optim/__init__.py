@@ -1,34 +1,70 @@
 """Optimizers with the textbook interface ``optimizer.update(params, grads)``, as fused kernels.
 
-=========  ===============================================================  ====================
-class      update (g ← g + λθ on weights when ``weight_decay`` λ > 0)        defaults
-=========  ===============================================================  ====================
-SGD        θ ← θ − ηg                                                       η=0.01
-Momentum   v ← αv − ηg; θ ← θ + v                                           η=0.01, α=0.9
-Nesterov   b ← μb + g; θ ← θ − η(g + μb)  (PyTorch ``nesterov=True``)       η=0.01, μ=0.9
-AdaGrad    r ← r + g²; θ ← θ − ηg/(√r + ε)                                  η=0.01, ε=1e-6
-AdaDelta   s ← ρs + (1−ρ)g²; Δ = √((r+ε)/(s+ε))g; θ ← θ − ηΔ;               η=1, ρ=0.9, ε=1e-5
-           r ← ρr + (1−ρ)Δ²
-RMSprop    r ← ρr + (1−ρ)g²; θ ← θ − ηg/(√r + ε)                            η=1e-3, ρ=0.9, ε=1e-8
-Adam       m, v moving averages, bias-corrected; θ ← θ − ηm̂/(√v̂ + ε)         η=1e-3, β=(0.9, 0.999),
-                                                                            ε=1e-8
-AdamW      θ ← θ − ηλθ (decoupled, weights only), then Adam                 as Adam, λ=0.01
-=========  ===============================================================  ====================
+Weight decay λ (``weight_decay``) is L2 on the weights, g ← g + λθ, except for the rules whose
+docstring says it is decoupled (AdamW, Lion: θ ← θ − ηλθ).  Each class's docstring gives its
+formulas, defaults and state; the list of rules below is built from them at import.
 
-Learning-rate schedules are in :mod:`gpunn.optim.schedules`; NumPy reference implementations
-(textbook style, for tests) in :mod:`gpunn.optim.references`.
+**The registry.**  An optimizer is three pieces, in three files:
+
+1. its scalar rule, with its CPU loops (``<rule>_span``, ``<rule>_cpu``), in ``kernels/optim.py``;
+2. its CUDA kernel ``<rule>`` in ``kernels/optim_cuda.py``;
+3. its class, in a module of this package (``gpunn/optim/<name>.py``): ``rule``, ``slots`` (the
+   rule's state parameters), :class:`~gpunn.optim.base.Hyper` attributes, and ``scalars()`` -- the
+   rule's scalar arguments *by name* -- with its NumPy reference as a nested class ``Reference``
+   (the eight textbook rules keep theirs in :mod:`gpunn.optim.references`).
+
+Every module of this package except ``base``, ``references`` and ``schedules`` is imported here,
+and every :class:`Optimizer` subclass with a ``rule`` defined in one of them is a rule of
+:data:`OPTIMIZERS` (the textbook's modules ``sgd``, ``adaptive``, ``adam`` first, in its order; the
+others by module name), exported in ``__all__``.  The tests' rule × device × dtype grids, the
+real-compiler gate's tour, :mod:`gpunn.optim.references` and the benchmark's bytes per parameter
+all derive from :data:`OPTIMIZERS`.
+
+Learning-rate schedules are in :mod:`gpunn.optim.schedules`.
 """
 
+import importlib
+import pkgutil
+
 from . import schedules
-from .adam import Adam, AdamW
-from .adaptive import AdaDelta, AdaGrad, RMSprop
 from .base import Optimizer
 from .schedules import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR, WarmupLR
-from .sgd import SGD, Momentum, Nesterov
 
-OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, AdaDelta, RMSprop, Adam, AdamW)
-"""Every update rule, in the textbook's order."""
+TEXTBOOK_MODULES = ("sgd", "adaptive", "adam")
+"""The modules of the textbook's rules (chapter 6 of *Deep Learning from Scratch*), in its order."""
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW",
-           "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "WarmupLR", "OPTIMIZERS",
-           "schedules"]
+NOT_RULES = ("base", "references", "schedules")
+"""Modules of this package that define no optimizer."""
+
+
+def _rule_modules() -> list:
+    """Every module of this package that may define rules, imported: the textbook's, then the rest."""
+    found = sorted(info.name for info in pkgutil.iter_modules(__path__)
+                   if info.name not in NOT_RULES and not info.name.startswith("_"))
+    names = [*TEXTBOOK_MODULES, *(m for m in found if m not in TEXTBOOK_MODULES)]
+    return [importlib.import_module(f"{__name__}.{m}") for m in names]
+
+
+def _rules_of(module) -> list:
+    """The optimizer classes defined in ``module`` (not imported into it), in definition order."""
+    return [obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, Optimizer) and obj.rule
+            and obj.__module__ == module.__name__]
+
+
+OPTIMIZERS = tuple(cls for module in _rule_modules() for cls in _rules_of(module))
+"""Every update rule: the textbook's in its order, then the others by module name."""
+
+globals().update({cls.__name__: cls for cls in OPTIMIZERS})
+
+
+def _summary(cls) -> str:
+    """The first paragraph of ``cls``'s docstring (its formulas), as a list item."""
+    paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+    return f"* :class:`{cls.__name__}` -- " + " ".join(line.strip() for line in paragraph.splitlines())
+
+
+__doc__ += "\nRules:\n\n" + "\n".join(_summary(cls) for cls in OPTIMIZERS) + "\n"
+
+__all__ = ["Optimizer", *(cls.__name__ for cls in OPTIMIZERS), "LRScheduler", "StepLR", "ExponentialLR",
+           "CosineAnnealingLR", "WarmupLR", "OPTIMIZERS", "schedules"]

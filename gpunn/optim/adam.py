@@ -40,13 +40,14 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay, device, beta1=beta1, beta2=beta2, eps=eps)
         self.eps_on = eps_on
 
-    def hyper(self):
+    def scalars(self):
         t = self.t
         bc1 = 1 - self.beta1 ** t
         bc2 = 1 - self.beta2 ** t
         rbc2 = 1 / math.sqrt(bc2)
         eps = self.eps * rbc2 if self.eps_on == "v" else self.eps
-        return (self.lr / bc1, self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2, eps, rbc2)
+        return {"lr_t": self.lr / bc1, "b1": self.beta1, "omb1": 1 - self.beta1, "b2": self.beta2,
+                "omb2": 1 - self.beta2, "eps": eps, "rbc2": rbc2}
 
     def __repr__(self) -> str:
         r = super().__repr__()

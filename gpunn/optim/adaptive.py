@@ -21,8 +21,8 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01, eps: float = 1e-6, weight_decay: float = 0.0, device=None):
         super().__init__(lr, weight_decay, device, eps=eps)
 
-    def hyper(self):
-        return (self.lr, self.eps)
+    def scalars(self):
+        return {"lr": self.lr, "eps": self.eps}
 
 
 class AdaDelta(Optimizer):
@@ -47,8 +47,8 @@ class AdaDelta(Optimizer):
                  device=None):
         super().__init__(lr, weight_decay, device, rho=rho, eps=eps)
 
-    def hyper(self):
-        return (self.lr, self.rho, 1 - self.rho, self.eps)
+    def scalars(self):
+        return {"lr": self.lr, "rho": self.rho, "omrho": 1 - self.rho, "eps": self.eps}
 
 
 class RMSprop(Optimizer):
@@ -70,5 +70,5 @@ class RMSprop(Optimizer):
                  device=None):
         super().__init__(lr, weight_decay, device, rho=rho, eps=eps)
 
-    def hyper(self):
-        return (self.lr, self.rho, 1 - self.rho, self.eps)
+    def scalars(self):
+        return {"lr": self.lr, "rho": self.rho, "omrho": 1 - self.rho, "eps": self.eps}

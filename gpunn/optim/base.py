@@ -10,7 +10,11 @@
 A subclass names its kernel (``rule``), its per-element state arrays (``slots``, created zeroed on
 the first step and never reallocated), declares its hyper-parameters as :class:`Hyper` attributes
 (validated on every assignment, so a schedule may change them between steps) and says which
-scalars the kernel gets this step (:meth:`Optimizer.hyper`, :meth:`Optimizer.decay`).
+scalars the kernel gets this step *by name* (:meth:`Optimizer.scalars`, a dict keyed by the scalar
+rule's parameter names; :meth:`Optimizer.decay`).  The order of the kernel's arguments is read from
+the rule's signature (:func:`rule_arguments`), so a class never repeats it.  A subclass defined in
+a module of :mod:`gpunn.optim` is found there by the package (``gpunn.optim.OPTIMIZERS``,
+``__all__``); see that package's docstring for the files an optimizer is made of.
 
 State is saved with :meth:`Optimizer.state_dict` -- a flat ``dict`` of host NumPy arrays and plain
 Python numbers, so ``numpy.savez(f, **opt.state_dict())`` works without pickle -- and restored with
@@ -19,6 +23,10 @@ Python numbers, so ``numpy.savez(f, **opt.state_dict())`` works without pickle -
 
 from __future__ import annotations
 
+import inspect
+from functools import cache
+from operator import itemgetter
+
 from ..backend import Device, device_of, host_xp
 from ..backend import device as gpunn_device
 from ..kernels import resolve
@@ -26,7 +34,7 @@ from ..validate import check_hyper
 
 np = host_xp()
 
-__all__ = ["Hyper", "Optimizer"]
+__all__ = ["Hyper", "Optimizer", "rule_arguments"]
 
 FLAT = "__flat__"
 """The state key of a model's flat buffer (the FlatDict single-launch path)."""
@@ -61,6 +69,23 @@ class Hyper:
         return v
 
 
+@cache
+def rule_arguments(rule: str) -> tuple:
+    """The parameter names of scalar rule ``rule`` of :mod:`gpunn.kernels.optim` after ``(p, g)``, in
+    the kernel's order: its state arrays, then its scalars (``adam(p, g, m, v, lr_t, b1, ...)`` gives
+    ``("m", "v", "lr_t", "b1", ...)``).  :meth:`Optimizer.check_rule` splits them with the class's
+    ``slots``."""
+    from ..kernels import optim as rules
+
+    fn = getattr(rules, rule, None)
+    if fn is None or not hasattr(fn, "py_func"):
+        raise ValueError(f"no scalar rule {rule!r} in gpunn.kernels.optim")
+    names = tuple(inspect.signature(fn.py_func).parameters)
+    if names[:2] != ("p", "g"):
+        raise ValueError(f"rule {rule!r} must start with (p, g), got {names}")
+    return names[2:]
+
+
 def unit_interval():
     """A hyper-parameter in [0, 1): momentum, decay rates ρ, β1, β2."""
     return Hyper(low=0, high=1, high_open=True)
@@ -80,6 +105,9 @@ class Optimizer:
 
     rule: str = ""
     slots: tuple = ()
+    variants: tuple = ({},)
+    """Constructor keywords of each form of the class that runs a kernel of its own (Nesterov's
+    ``form="saito"``): the tests and the real-compiler gate's tour make one of each."""
 
     lr = Hyper(low=0)
     weight_decay = Hyper(low=0)
@@ -126,9 +154,46 @@ class Optimizer:
         """The hyper-parameters by name (saved by :meth:`state_dict`)."""
         return {name: getattr(self, name) for name in self.hyper_names()}
 
+    def scalars(self) -> dict:
+        """The rule's scalar kernel arguments for this step (``self.t`` already incremented), keyed by
+        the rule's parameter names (``gpunn.kernels.optim``), in any order."""
+        return {"lr": self.lr}
+
+    @classmethod
+    def check_rule(cls, rule: str | None = None, slots: tuple | None = None) -> tuple:
+        """The names of the scalars rule ``rule`` (default ``cls.rule``) takes, in its order, after
+        checking that its state parameters are the class's ``slots`` (``TypeError`` otherwise)."""
+        rule = cls.rule if rule is None else rule
+        slots = cls.slots if slots is None else slots
+        names = rule_arguments(rule)
+        if names[:len(slots)] != tuple(slots):
+            raise TypeError(f"{cls.__name__}: rule {rule!r} takes state {names[:len(slots)]} after (p, g), "
+                            f"the class's slots are {tuple(slots)}")
+        return names[len(slots):]
+
+    def scalar_names(self) -> tuple:
+        """The names of this optimizer's kernel scalars, in the rule's order (checked once)."""
+        key = (self.rule, self.slots)
+        names = _SCALAR_NAMES.get(key)
+        if names is None:
+            names = _SCALAR_NAMES[key] = self.check_rule(*key)
+        return names
+
     def hyper(self) -> tuple:
-        """The rule's scalar kernel arguments for this step (``self.t`` already incremented)."""
-        return (self.lr,)
+        """The rule's scalar kernel arguments for this step as a tuple in the rule's order: the values
+        of :meth:`scalars` ordered by the rule's signature (a ``TypeError`` names any missing or
+        unknown name)."""
+        return self._ordered(self.scalars(), self.scalar_names())
+
+    def _ordered(self, values: dict, names: tuple) -> tuple:
+        try:
+            ordered = tuple([values[k] for k in names])
+        except KeyError:
+            ordered = None
+        if ordered is None or len(values) != len(names):
+            raise TypeError(f"{type(self).__name__}.scalars() gives {sorted(values)}; rule {self.rule!r} "
+                            f"takes {list(names)}")
+        return ordered
 
     def decay(self) -> float:
         """The kernel's weight-decay argument: λ, added to the weights' gradients."""
@@ -141,9 +206,10 @@ class Optimizer:
         if fast is not None and getattr(params, "flat", None) is fast[0] \
                 and getattr(grads, "flat", None) is fast[1]:
             # the same model's flat buffers as the last step: validated then, state in place
-            p, g, run, state, n_decay, cast = fast
+            p, g, run, state, n_decay, cast, ordered = fast
             self.t += 1
-            run(p.size, p, g, *state, *map(cast, (*self.hyper(), self.decay())), n_decay)
+            # scalars() gave the rule's names at the first step; ``ordered`` puts them in its order
+            run(p.size, p, g, *state, *map(cast, ordered(self.scalars())), cast(self.decay()), n_decay)
             return
         groups = self._groups(params, grads)
         dev = self._resolve_device(params, groups)
@@ -172,7 +238,8 @@ class Optimizer:
         if groups[0][0] == FLAT:
             # Device.scalar(v, dtype) is dtype's scalar type applied to v: keep that type
             cast = type(Device.scalar(0, groups[0][1].dtype))
-            self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast)
+            self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast,
+                          _in_order(self.scalar_names()))
 
     def _state_for(self, dev, key, p):
         """The state arrays of ``key``: created (zeroed, or from a loaded state dict) on first use."""
@@ -318,6 +385,19 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hyper_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _in_order(names: tuple):
+    """A function taking a dict to the tuple of its values for ``names``, in that order (C speed:
+    ``itemgetter``; the fast path's per-step cost over a positional tuple is ~0.3 µs)."""
+    if len(names) == 1:
+        key = names[0]
+        return lambda values: (values[key],)
+    return itemgetter(*names)
+
+
+_SCALAR_NAMES: dict = {}
+"""(rule, slots) -> the rule's scalar names, checked against the slots (see ``scalar_names``)."""
 
 
 def _number(value, name):

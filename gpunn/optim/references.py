@@ -1,9 +1,11 @@
 """Reference optimizers written the way the textbooks write them: plain array math on dicts.
 
-One class per rule of :mod:`gpunn.optim`, with the same constructor arguments and defaults and
-``update(params, grads)`` updating ``params`` in place, in the style of *Deep Learning from Scratch*
-(``common/optimizer.py``) and CS231n's ``optim.py``.  They allocate temporaries freely and are slow;
-they exist so the fused kernels can be tested against something that obviously follows the formulas.
+One class per rule of :mod:`gpunn.optim` (the textbook's eight here, the others nested in their
+optimizer classes as ``Reference`` and found here by name), with the same constructor arguments and
+defaults and ``update(params, grads)`` updating ``params`` in place, in the style of *Deep Learning
+from Scratch* (``common/optimizer.py``) and CS231n's ``optim.py``.  They allocate temporaries freely
+and are slow; they exist so the fused kernels can be tested against something that obviously follows
+the formulas.
 
 The array namespace comes from the arrays' device (NumPy for host arrays, CuPy for GPU arrays);
 Python-float hyper-parameters keep float32 arrays float32 (NumPy ≥ 2 / CuPy treat them as "weak").
@@ -16,8 +18,28 @@ from __future__ import annotations
 
 from ..backend import device_of
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW",
-           "array_namespace"]
+TEXTBOOK = ["SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW"]
+"""The references written here; every other rule's is the ``Reference`` class nested in its optimizer
+class (found through :data:`gpunn.optim.OPTIMIZERS`, so this module lists no rule it does not hold)."""
+
+
+def _nested() -> dict:
+    """``{name: reference}`` of the optimizers that carry their own ``Reference`` class."""
+    from . import OPTIMIZERS
+
+    return {cls.__name__: vars(cls)["Reference"] for cls in OPTIMIZERS if "Reference" in vars(cls)}
+
+
+def __getattr__(name):
+    """``__all__`` and the references nested in their optimizer classes (``references.Lion`` is
+    ``gpunn.optim.Lion.Reference``), looked up when first asked for: ``gpunn.optim`` imports the
+    modules that import this one."""
+    if name == "__all__":
+        return [*TEXTBOOK, *(n for n in _nested() if n not in TEXTBOOK), "array_namespace"]
+    ref = None if name.startswith("__") else _nested().get(name)  # the import system asks for __path__
+    if ref is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return ref
 
 
 def array_namespace(a):

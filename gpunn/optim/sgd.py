@@ -37,14 +37,12 @@ class Momentum(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, device=None):
         super().__init__(lr, weight_decay, device, momentum=momentum)
 
-    def hyper(self):
-        return (self.lr, self.momentum)
+    def scalars(self):
+        return {"lr": self.lr, "alpha": self.momentum}
 
 
 class Nesterov(Optimizer):
-    """Nesterov accelerated gradient (NAG), in the form PyTorch uses for ``nesterov=True``:
-
-        b ← μ b + g;   θ ← θ − η (g + μ b)
+    """Nesterov accelerated gradient (NAG), PyTorch's ``nesterov=True``:  b ← μ b + g;  θ ← θ − η (g + μ b).
 
     The textbook (look-ahead) form evaluates the gradient at θ − αv: θ̂ = θ − αv, g = ∇J(θ̂),
     v ← αv + ηg, θ ← θ − v.  Substituting φ = θ − αv (the look-ahead point) and b = v/η gives the
@@ -65,6 +63,7 @@ class Nesterov(Optimizer):
     slots = ("b",)
     momentum = unit_interval()
     FORMS = ("pytorch", "saito")
+    variants = ({}, {"form": "saito"})
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, device=None, *,
                  form: str = "pytorch"):
@@ -75,11 +74,11 @@ class Nesterov(Optimizer):
         if form == "saito":
             self.rule, self.slots = "nesterov_saito", ("v",)
 
-    def hyper(self):
+    def scalars(self):
+        mu = self.momentum
         if self.form == "saito":
-            mu = self.momentum
-            return (self.lr, mu, mu * mu, (1 + mu) * self.lr)
-        return (self.lr, self.momentum)
+            return {"lr": self.lr, "mu": mu, "mu2": mu * mu, "c": (1 + mu) * self.lr}
+        return {"lr": self.lr, "mu": mu}
 
     def __repr__(self) -> str:
         r = super().__repr__()
