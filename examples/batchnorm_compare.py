@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _common import add_common_args, load_or_exit, mnist_t10k_split, parser, pyplot, save_figure
+from _common import add_common_args, load_or_exit, mnist_t10k_split, parse_args, parser, pyplot, save_figure
 
 import gpunn
 
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
                     help="indices (0-15) of the weight scales to run (default: all 16)")
     ap.add_argument("--bn-eps", type=float, default=1e-5, help="BatchNorm's ε (default 1e-5; Saito: 1e-6)")
     add_common_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     (xtr, ttr), _ = load_or_exit(mnist_t10k_split, args.data_dir)
     x, t = xtr[:args.n_train], ttr[:args.n_train]
     print(f"device {gpunn.device(args.device).name}: 784-100x5-10 ReLU on {len(x)} digits, SGD lr 0.01, "

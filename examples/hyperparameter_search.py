@@ -25,6 +25,7 @@ from _common import (
     add_common_args,
     load_or_exit,
     mnist_training_digits,
+    parse_args,
     parser,
     pyplot,
     save_figure,
@@ -72,7 +73,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--best", type=int, default=20, help="how many of the best trials to list and plot")
     add_common_args(ap, "directory for the PNGs")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     x, t = load_or_exit(mnist_training_digits, args.data_dir)
     train, val = split_validation(x[:args.n_train], t[:args.n_train], 0.2, args.seed)
     print(f"device {gpunn.device(args.device).name}: {len(train[0])} training / {len(val[0])} validation "

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import pyplot, save_figure
+from _common import parse_args, pyplot, save_figure
 
 import gpunn
 from gpunn import optim
@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
                         help="comma-separated subset of " + ",".join(RULES))
     parser.add_argument("--out", default="optimizer_compare", help="folder for the PNG file")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     unknown = [r for r in rules if r not in RULES]
     if unknown:

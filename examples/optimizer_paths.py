@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import pyplot, save_figure
+from _common import parse_args, pyplot, save_figure
 
 import gpunn
 from gpunn import optim
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="steps on z = x²/10 + y² (default 20)")
     parser.add_argument("--zigzag-steps", type=int, default=30,
                         help="SGD steps on f = x²/20 + y² (default 30)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     dev = gpunn.device(args.device)
     out = Path(args.out)
     plt = pyplot()
