@@ -128,10 +128,11 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, dpi=100):
-    """Lay ``fig`` out, write it to ``path`` (creating the folder) and close it; returns ``path``."""
+def save_figure(fig, path, dpi=100, rect=None):
+    """Lay ``fig`` out (``tight_layout``, within ``rect`` = (left, bottom, right, top) in figure
+    fractions when given), write it to ``path`` (creating the folder) and close it; returns ``path``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path
