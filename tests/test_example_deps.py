@@ -50,7 +50,7 @@ print(json.dumps(out))
 def runs():
     code = f"EXAMPLES = {str(EXAMPLES)!r}\nNAMES = {PLOTTING!r}\n" + DRIVER
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+                          cwd=EXAMPLES)  # not ROOT: its gpunn/ would shadow an installed gpunn
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -85,6 +85,6 @@ def test_no_plot_runs_without_matplotlib(tmp_path):
             f"{str(tmp_path)!r}]\n"
             f"runpy.run_path({str(EXAMPLES / 'weight_init_activations.py')!r}, run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+                          cwd=EXAMPLES)  # not ROOT: its gpunn/ would shadow an installed gpunn
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "layer" in proc.stdout and not list(tmp_path.iterdir())
