@@ -29,7 +29,8 @@ def source_files() -> list[str]:
                                 check=True, timeout=60).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         listed = [str(p.relative_to(ROOT)) for d in SHIPPED_DIRS for p in (ROOT / d).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+                  if p.is_file() and p.suffix != ".pyc"
+                  and not any(part == "__pycache__" or part.startswith(".") for part in p.parts)]
     return sorted({*listed, *SHIPPED_FILES} - {"tests/.gitignore"})
 
 
