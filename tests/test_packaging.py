@@ -30,7 +30,8 @@ def source_files() -> list[str]:
     except (OSError, subprocess.CalledProcessError):
         listed = [str(p.relative_to(ROOT)) for d in SHIPPED_DIRS for p in (ROOT / d).rglob("*")
                   if p.is_file() and p.suffix != ".pyc"
-                  and not any(part == "__pycache__" or part.startswith(".") for part in p.parts)]
+                  and not any(part == "__pycache__" or part.startswith(".")
+                              for part in p.relative_to(ROOT).parts)]
     return sorted({*listed, *SHIPPED_FILES} - {"tests/.gitignore"})
 
 
