@@ -375,18 +375,7 @@ def _check_model(p, m, arrays, model):
     mine = [[name, list(layout.shapes[name]), int(layout.offsets[name])] for name in layout.names]
     theirs = m["layout"]
     if theirs != mine:
-        detail = ""
-        try:
-            for (n1, s1, _), (n2, s2, _) in zip(theirs, mine, strict=False):
-                if n1 != n2 or list(s1) != list(s2):
-                    detail = f": parameter {n1!r} has shape {tuple(s1)} in the checkpoint, the model's " \
-                             f"{n2!r} has {tuple(s2)}"
-                    break
-            theirs_txt = _fmt_layout(theirs)
-        except (TypeError, ValueError):
-            theirs_txt = "(unreadable layout)"
-        raise CheckpointError(p, f"is a checkpoint of a different architecture{detail} (checkpoint: "
-                                 f"{theirs_txt}; model: {_fmt_layout(mine)})")
+        raise CheckpointError(p, _layout_mismatch(theirs, mine))
     if m.get("dtype") != dtype:
         raise CheckpointError(p, f"holds {m.get('dtype')} parameters but the model computes in {dtype}; "
                                  f"build the model with dtype={m.get('dtype')!r}")
@@ -423,6 +412,22 @@ def _check_model(p, m, arrays, model):
     for name, state in rngs.items():
         if not isinstance(state, dict) or state.get("bit_generator") not in _BIT_GENERATORS:
             raise CheckpointError(p, f"bad random-generator state for {name!r}")
+
+
+def _layout_mismatch(theirs, mine) -> str:
+    """What differs between a checkpoint's parameter layout and the model's, for the error message."""
+    detail = ""
+    try:
+        for (n1, s1, _), (n2, s2, _) in zip(theirs, mine, strict=False):
+            if n1 != n2 or list(s1) != list(s2):
+                detail = f": parameter {n1!r} has shape {tuple(s1)} in the checkpoint, the model's " \
+                         f"{n2!r} has {tuple(s2)}"
+                break
+        theirs_txt = _fmt_layout(theirs)
+    except (TypeError, ValueError):
+        theirs_txt = "(unreadable layout)"
+    return f"is a checkpoint of a different architecture{detail} (checkpoint: {theirs_txt}; model: " \
+           f"{_fmt_layout(mine)})"
 
 
 def _fmt_buffers(b) -> str:
