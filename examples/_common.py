@@ -8,6 +8,7 @@ puts examples/ first on ``sys.path``, and the tests that import an example put i
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from gpunn.datasets import DatasetNotFoundError, load_mnist, load_mnist_test_spl
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (default)"
 MNIST_DIR_HELP = "directory with the MNIST IDX files"
+EXAMPLES_EXTRA = 'pip install "gpunn[examples]"'
+"""How to install what the examples use beyond gpunn (matplotlib; tqdm for progress bars)."""
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -38,6 +41,44 @@ def add_common_args(ap, out_help="directory for the PNG", *, seed=True, progress
         ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-plot", action="store_true")
     return ap
+
+
+def parse_args(ap, argv=None):
+    """``ap.parse_args(argv)``, then, unless ``--no-plot`` was given, check that matplotlib imports --
+    before any data is loaded or any network trained -- and exit with how to install it otherwise
+    (:func:`require_matplotlib`)."""
+    args = ap.parse_args(argv)
+    if not getattr(args, "no_plot", False):
+        require_matplotlib(can_skip=hasattr(args, "no_plot"))
+    return args
+
+
+def require_matplotlib(can_skip=False):
+    """Exit (``SystemExit``, status 1) with the install command unless matplotlib imports; the
+    message mentions ``--no-plot`` when the script has it (``can_skip``)."""
+    missing = missing_modules("matplotlib")
+    if missing:
+        skip = ", or run it with --no-plot to skip the figures" if can_skip else ""
+        sys.exit(f"{script_name()} draws its figures with matplotlib, which is not installed "
+                 f"({missing[0][1]}).\nInstall the examples' extras first: {EXAMPLES_EXTRA}{skip}")
+
+
+def missing_modules(*names):
+    """``[(name, reason), ...]`` of the modules in ``names`` that do not import."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            missing.append((name, str(exc)))
+    return missing
+
+
+def script_name():
+    """The running script's file name (``examples/foo.py``), or "this example" inside a test."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or ""
+    return f"examples/{Path(path).name}" if Path(path).parent.name == "examples" else "this example"
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -76,7 +117,9 @@ def mnist_training_digits(data_dir):
 
 # -- figures ---------------------------------------------------------------------------------------
 def pyplot():
-    """``matplotlib.pyplot`` on the non-interactive Agg backend (the scripts only write PNG files)."""
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (the scripts only write PNG files);
+    without matplotlib, exit with how to install it."""
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,10 +128,11 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, dpi=100):
-    """Lay ``fig`` out, write it to ``path`` (creating the folder) and close it; returns ``path``."""
+def save_figure(fig, path, dpi=100, rect=None):
+    """Lay ``fig`` out (``tight_layout``, within ``rect`` = (left, bottom, right, top) in figure
+    fractions when given), write it to ``path`` (creating the folder) and close it; returns ``path``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _common import add_common_args, load_or_exit, mnist_t10k_split, parser, pyplot, save_figure
+from _common import add_common_args, load_or_exit, mnist_t10k_split, parse_args, parser, pyplot, save_figure
 
 import gpunn
 
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
                     help="indices (0-15) of the weight scales to run (default: all 16)")
     ap.add_argument("--bn-eps", type=float, default=1e-5, help="BatchNorm's ε (default 1e-5; Saito: 1e-6)")
     add_common_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     (xtr, ttr), _ = load_or_exit(mnist_t10k_split, args.data_dir)
     x, t = xtr[:args.n_train], ttr[:args.n_train]
     print(f"device {gpunn.device(args.device).name}: 784-100x5-10 ReLU on {len(x)} digits, SGD lr 0.01, "
@@ -64,27 +64,38 @@ def main(argv=None) -> dict:
     print(f"BatchNorm learned faster (higher mean accuracy over the epochs) at {faster} of {len(results)} "
           "scales")
     if not args.no_plot:
-        print(f"panels: {plot(results, Path(args.out) / 'batchnorm_compare.png')}")
+        title = (f"BatchNorm vs. none across initial weight scales: 784-100x5-10 ReLU, {len(x):,} MNIST "
+                 f"digits, SGD η = 0.01, batch 100")
+        print(f"panels: {plot(results, Path(args.out) / 'batchnorm_compare.png', title)}")
     return {"results": results, "faster": faster}
 
 
-def plot(results, path):
+def plot(results, path, title=None):
+    """One panel per weight scale: training accuracy per epoch with and without BatchNorm; the legend
+    sits above the panels (inside one, it would cover a curve)."""
     plt = pyplot()
     n = len(results)
-    cols = 4
+    cols = min(4, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows + 1.0), squeeze=False,
+                             sharex=True, sharey=True)
     for ax, (scale, r) in zip(axes.ravel(), results.items(), strict=False):
-        ax.plot(r["batchnorm"], label="Batch Normalization")
-        ax.plot(r["plain"], "--", label="Normal (without BatchNorm)")
-        ax.set(title=f"W: {scale:.2e}", ylim=(0, 1.0))
+        ax.plot(r["batchnorm"], label="with BatchNorm")
+        ax.plot(r["plain"], "--", label="without BatchNorm")
+        ax.set(title=f"initial weight std {scale:.2e}", ylim=(0, 1.0))
+        ax.title.set_fontsize(9)
+        ax.tick_params(labelbottom=True, labelsize=8)
+        ax.grid(alpha=0.3)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
-    fig.supxlabel("epochs")
+    fig.supxlabel("epochs (0: before training)")
     fig.supylabel("training accuracy")
-    return save_figure(fig, path, dpi=90)
-
+    fig.suptitle(title or "BatchNorm vs. none across initial weight scales: 784-100x5-10 ReLU, SGD")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
+               ncol=2, fontsize=9, frameon=False)
+    top = 1 - 0.75 / fig.get_figheight()  # room for the title and the legend
+    return save_figure(fig, path, dpi=90, rect=(0, 0, 1, top))
 
 if __name__ == "__main__":
     main()

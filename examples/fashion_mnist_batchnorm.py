@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from _common import add_common_args, load_or_exit, parser, plot_learning_curves
+from _common import add_common_args, load_or_exit, parse_args, parser, plot_learning_curves
 
 import gpunn
 from gpunn.datasets import load_fashion_mnist
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
                     "the per-epoch validation curve (default 0)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     add_common_args(ap, progress=True)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
 
     data = load_or_exit(load_fashion_mnist, args.data_dir, validation=args.validation, seed=args.seed,
                         download=False)

@@ -25,6 +25,7 @@ from _common import (
     add_common_args,
     load_or_exit,
     mnist_training_digits,
+    parse_args,
     parser,
     pyplot,
     save_figure,
@@ -72,7 +73,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--best", type=int, default=20, help="how many of the best trials to list and plot")
     add_common_args(ap, "directory for the PNGs")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     x, t = load_or_exit(mnist_training_digits, args.data_dir)
     train, val = split_validation(x[:args.n_train], t[:args.n_train], 0.2, args.seed)
     print(f"device {gpunn.device(args.device).name}: {len(train[0])} training / {len(val[0])} validation "
@@ -90,20 +91,27 @@ def main(argv=None) -> dict:
 
 
 def plot(ranked, path):
+    """The best trials' accuracy curves, one panel each (shared axes: epochs, accuracy 0-1)."""
     plt = pyplot()
     cols = 5
     rows = max(1, -(-len(ranked) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(13, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(13, 2.4 * rows + 0.6), squeeze=False, sharex=True,
+                             sharey=True)
     for k, (ax, (lr, wd, r)) in enumerate(zip(axes.ravel(), ranked, strict=False), 1):
-        ax.plot(r["val"], label="validation")
-        ax.plot(r["train"], "--", label="train")
-        ax.set(title=f"best-{k}: lr {lr:.1e}, λ {wd:.1e}", ylim=(0, 1.0), xticks=[])
-        ax.title.set_fontsize(8)
-        if k > 1:
-            ax.set_yticks([])
+        epochs = np.arange(1, len(r["val"]) + 1)
+        ax.plot(epochs, r["val"], label="validation")
+        ax.plot(epochs, r["train"], "--", label="train")
+        ax.set(ylim=(0, 1.0), yticks=[0, 0.5, 1])
+        ax.set_title(f"best-{k}: lr {lr:.1e}, λ {wd:.1e}", fontsize=8)
+        ax.tick_params(labelsize=7, labelbottom=True)
+        ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(ranked):]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.supxlabel("epoch")
+    fig.supylabel("accuracy")
+    fig.suptitle(f"The {len(ranked)} best trials by final validation accuracy (validation solid, "
+                 "training dashed)")
     return save_figure(fig, path, dpi=90)
 
 

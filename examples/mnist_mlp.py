@@ -20,6 +20,7 @@ from _common import (
     add_common_args,
     load_mnist_or_split,
     load_or_exit,
+    parse_args,
     parser,
     plot_learning_curves,
 )
@@ -41,7 +42,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="train on the first N samples only")
     add_common_args(ap, "directory for the learning-curve PNG", seed=False, progress=True)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
 
     (xtr, ttr), (xte, tte), what = load_or_exit(load_mnist_or_split, args.data_dir)
     if args.limit:

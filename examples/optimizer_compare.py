@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import pyplot, save_figure
+from _common import parse_args, pyplot, save_figure
 
 import gpunn
 from gpunn import optim
@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
                         help="comma-separated subset of " + ",".join(RULES))
     parser.add_argument("--out", default="optimizer_compare", help="folder for the PNG file")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     unknown = [r for r in rules if r not in RULES]
     if unknown:
@@ -103,17 +103,36 @@ def main(argv=None) -> dict:
     print("test acc  " + "".join(f"{accuracy[name]:10.4f}" for name in rules))
 
     out = Path(args.out)
-    fig, ax = pyplot().subplots(figsize=(9, 5.5))
-    for name in rules:
-        ax.plot(smoothed[name], label=f"{name} (test acc {accuracy[name]:.3f})", linewidth=1.2)
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("loss")
-    ax.set_ylim(0, 1.0 if args.iters >= 1000 else 2.5)
-    ax.set_title(f"MNIST, 784-100x4-10 ReLU, batch {args.batch_size}: update rules compared ({dev.name})")
-    ax.legend()
-    save_figure(fig, out / "optimizer_compare.png", dpi=110)
+    title = f"MNIST, 784-100x4-10 ReLU, batch {args.batch_size}: update rules compared ({dev.name})"
+    plot(smoothed, accuracy, out / "optimizer_compare.png", title)
     print(f"\nwrote {out / 'optimizer_compare.png'}")
     return {"losses": losses, "accuracy": accuracy, "seconds": seconds}
+
+
+def loss_axis_range(curves):
+    """(bottom, top) of a log loss axis that holds every curve: the rules end a factor of 2-10 apart
+    (on a linear axis from 0 they pile up at the bottom), so each factor of 10 gets the same height."""
+    low = min(float(np.min(c)) for c in curves)
+    high = max(float(np.max(c)) for c in curves)
+    return low / 1.25, high * 1.25
+
+
+def plot(smoothed, accuracy, path, title):
+    """The smoothed loss curves on a log loss axis; the legend lists each rule's test accuracy."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    fig, ax = pyplot().subplots(figsize=(9, 5.5))
+    for name, curve in smoothed.items():
+        ax.plot(curve, label=f"{name} (test acc {accuracy[name]:.3f})", linewidth=1.2)
+    ax.set(xlabel="iterations", ylabel="loss (smoothed, log scale)", yscale="log", title=title)
+    ax.set_ylim(*loss_axis_range(smoothed.values()))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))  # 0.1 0.2 0.3 0.5 1 2 ...
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="both", labelsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper right", fontsize=9)
+    return save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import pyplot, save_figure
+from _common import parse_args, pyplot, save_figure
 
 import gpunn
 from gpunn import optim
@@ -27,8 +27,11 @@ START = (-7.0, 2.0)
 
 # ai-edu's four learning rates, then the other rules (their rates chosen to show each one's
 # character in 20 steps; AdaDelta has no learning rate in the textbook: η = 1 is its rule).
-# AdamW's decay applies to weights (arrays with ndim >= 2) only: x and y are 1-element vectors, so
-# its path is Adam's (shown to make that visible).
+# AdamW's decoupled decay θ ← θ − ηλθ applies to weights (arrays with ndim >= 2) only, not to 1-D
+# arrays (biases): with x and y as 1-element vectors its path would be Adam's.  So it moves x and y
+# as 1×1 weights (AS_WEIGHTS), with a λ large enough to see: each step shrinks them by ηλ = 5 %
+# before the Adam step; its panel shows Adam's path in grey for comparison.
+AS_WEIGHTS = {"AdamW"}
 BOWL_RULES = [
     (optim.SGD, dict(lr=0.95)),
     (optim.Momentum, dict(lr=0.1, momentum=0.9)),
@@ -37,7 +40,7 @@ BOWL_RULES = [
     (optim.Nesterov, dict(lr=0.1, momentum=0.9)),
     (optim.AdaGrad, dict(lr=1.5)),
     (optim.AdaDelta, dict(lr=1.0, rho=0.9, eps=1e-2)),
-    (optim.AdamW, dict(lr=0.5, weight_decay=0.01)),
+    (optim.AdamW, dict(lr=0.5, weight_decay=0.1)),
 ]
 
 
@@ -51,26 +54,32 @@ def elongated(x, y):
     return x ** 2 / 20.0 + y ** 2, (x / 10.0, 2.0 * y)
 
 
-def run_path(dev, cls, kwargs, fn, steps, start=START, dtype="float64"):
-    """The points visited by ``cls(**kwargs)`` on ``fn`` (``steps + 1`` rows of (x, y))."""
-    params = {"x": dev.to_device(np.array([start[0]], dtype=dtype)),
-              "y": dev.to_device(np.array([start[1]], dtype=dtype))}
+def run_path(dev, cls, kwargs, fn, steps, start=START, dtype="float64", shape=(1,)):
+    """The points visited by ``cls(**kwargs)`` on ``fn`` (``steps + 1`` rows of (x, y)); x and y are
+    arrays of ``shape``: (1,) a bias-like vector, (1, 1) a weight (which weight decay applies to)."""
+    def on_device(v):
+        return dev.to_device(np.full(shape, v, dtype=dtype))
+
+    def value(a):
+        return float(dev.to_numpy(a).ravel()[0])
+
+    params = {"x": on_device(start[0]), "y": on_device(start[1])}
     opt = cls(**kwargs, device=dev)
     path = [start]
     for _ in range(steps):
-        x, y = (float(dev.to_numpy(params[k])[0]) for k in ("x", "y"))
-        _, (gx, gy) = fn(x, y)
-        grads = {"x": dev.to_device(np.array([gx], dtype=dtype)),
-                 "y": dev.to_device(np.array([gy], dtype=dtype))}
-        opt.update(params, grads)
-        path.append(tuple(float(dev.to_numpy(params[k])[0]) for k in ("x", "y")))
+        _, (gx, gy) = fn(value(params["x"]), value(params["y"]))
+        opt.update(params, {"x": on_device(gx), "y": on_device(gy)})
+        path.append((value(params["x"]), value(params["y"])))
     return np.array(path)
 
 
-def contour(ax, fn, path, title, xlim=(-10, 10), ylim=(-5, 5)):
+def contour(ax, fn, path, title, xlim=(-10, 10), ylim=(-5, 5), reference=None):
+    """``path`` (red) over the contour lines of ``fn``; ``reference``: another path drawn in grey."""
     X, Y = np.meshgrid(np.arange(*xlim, 0.05), np.arange(*ylim, 0.05))
     Z, _ = fn(X, Y)
     ax.contour(X, Y, Z, levels=np.geomspace(0.02, Z.max(), 14), colors="0.75", linewidths=0.8)
+    if reference is not None:
+        ax.plot(reference[:, 0], reference[:, 1], "o-", color="0.55", markersize=2, linewidth=0.8)
     ax.plot(path[:, 0], path[:, 1], "o-", color="tab:red", markersize=3, linewidth=1)
     ax.plot(0, 0, "+", color="k", markersize=10)
     ax.set_title(title, fontsize=10)
@@ -87,7 +96,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="steps on z = x²/10 + y² (default 20)")
     parser.add_argument("--zigzag-steps", type=int, default=30,
                         help="SGD steps on f = x²/20 + y² (default 30)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     dev = gpunn.device(args.device)
     out = Path(args.out)
     plt = pyplot()
@@ -95,11 +104,16 @@ def main(argv=None) -> dict:
 
     paths = {}
     for cls, kwargs in BOWL_RULES:
-        paths[cls.__name__] = run_path(dev, cls, kwargs, bowl, args.steps)
+        shape = (1, 1) if cls.__name__ in AS_WEIGHTS else (1,)
+        paths[cls.__name__] = run_path(dev, cls, kwargs, bowl, args.steps, shape=shape)
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     for ax, (cls, kwargs) in zip(axes.flat, BOWL_RULES, strict=True):
-        title = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        contour(ax, bowl, paths[cls.__name__], f"{cls.__name__}({title})")
+        title = f"{cls.__name__}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+        reference = None
+        if cls.__name__ in AS_WEIGHTS:
+            title += "\nx, y as 1×1 weights, decayed 5 %/step (grey: Adam)"
+            reference = paths["Adam"]
+        contour(ax, bowl, paths[cls.__name__], title, reference=reference)
     fig.suptitle(f"z = x²/10 + y² from {START}, {args.steps} steps (ai-edu 15.4)")
     save_figure(fig, out / "paths_bowl.png", dpi=110)
 

@@ -24,6 +24,7 @@ from _common import (
     add_common_args,
     load_mnist_or_split,
     load_or_exit,
+    parse_args,
     parser,
     pyplot,
     save_figure,
@@ -52,7 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=200)
     add_common_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     (xtr, ttr), (xte, tte), _ = load_or_exit(load_mnist_or_split, args.data_dir)
     xtr, ttr = xtr[:args.n_train], ttr[:args.n_train]
     print(f"device {gpunn.device(args.device).name}: 784-100x6-10 ReLU, {len(xtr)} training digits, "

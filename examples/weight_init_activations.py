@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _common import add_common_args, parser, pyplot, save_figure
+from _common import add_common_args, parse_args, parser, pyplot, save_figure
 
 import gpunn
 from gpunn.init import get_initializer
@@ -75,7 +75,7 @@ def run(device="cpu", seed=0) -> dict:
 
 def main(argv=None) -> dict:
     ap = add_common_args(parser(__doc__))
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
 
     results = run(args.device, args.seed)
     table = {}

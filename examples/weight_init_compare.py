@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _common import MNIST_DIR_HELP, add_common_args, load_or_exit, parser, pyplot, save_figure
+from _common import MNIST_DIR_HELP, add_common_args, load_or_exit, parse_args, parser, pyplot, save_figure
 from _common import mnist_training_digits as load_train  # MNIST's training digits (the tests use it)
 
 import gpunn
@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     ap = parser(__doc__, MNIST_DIR_HELP)
     ap.add_argument("--iterations", type=int, default=2000)
     add_common_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     x, t = load_or_exit(load_train, args.data_dir)
     print(f"device {gpunn.device(args.device).name}: 784-100-100-100-100-10 ReLU, SGD lr 0.01, batch 128, "
           f"{len(x):,} training digits")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _common import add_common_args, load_or_exit, mnist_t10k_split, parser, pyplot, save_figure
+from _common import add_common_args, load_or_exit, mnist_t10k_split, parse_args, parser, pyplot, save_figure
 
 import gpunn
 
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=10)
     add_common_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     (xtr, ttr), (xte, tte) = load_or_exit(mnist_t10k_split, args.data_dir)
     results = {}
     for name, init in (("zeros", "zeros"), ("Xavier (random)", "xavier_normal")):

@@ -3,6 +3,7 @@
 from . import batchnorm, checkpoint, datasets, init, layers, losses, optim, regularization
 from .backend import Device, DeviceError, DeviceFallbackWarning, cuda_available, device, get_device
 from .checkpoint import CheckpointError
+from .checkpoint import load_model as load
 from .mlp import MLP
 from .trainer import Trainer, TrainingDivergedError
 
@@ -10,4 +11,4 @@ __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "Device", "DeviceError", "DeviceFallbackWarning", "MLP", "Trainer",
            "TrainingDivergedError", "checkpoint", "cuda_available", "datasets", "device", "get_device",
-           "batchnorm", "init", "layers", "losses", "optim", "regularization", "__version__"]
+           "load", "batchnorm", "init", "layers", "losses", "optim", "regularization", "__version__"]

@@ -6,6 +6,10 @@ training position, in one ``.npz`` file, written atomically and read without pic
     gpunn.checkpoint.save("run.npz", net, optimizer, trainer)      # or trainer.save_checkpoint(path)
     gpunn.checkpoint.load("run.npz", net, optimizer, trainer)      # or trainer.resume(path)
     net = gpunn.checkpoint.load_model("run.npz", device="cuda")    # rebuild the MLP from the file
+    net.save("net.npz"); net = gpunn.load("net.npz", device="cpu")  # the same, model only
+
+``pickle.dumps(net)`` and ``copy.deepcopy(net)`` write this format in memory (:func:`model_to_bytes`)
+and rebuild the MLP from it on its device.
 
 **Format** (version :data:`FORMAT_VERSION`): a NumPy ``.npz`` archive (an uncompressed zip of
 ``.npy`` arrays) that ``numpy.load(path, allow_pickle=False)`` reads:
@@ -38,6 +42,7 @@ the model, optimizer and trainer are then left untouched.  A missing file raises
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import tempfile
@@ -53,7 +58,7 @@ from .backend import host_xp, is_device_array
 np = host_xp()
 
 __all__ = ["CheckpointError", "CheckpointWarning", "FORMAT", "FORMAT_VERSION", "save", "load", "load_model",
-           "read_metadata"]
+           "model_from_bytes", "model_to_bytes", "read_metadata", "reduce_model"]
 
 FORMAT = "gpunn-checkpoint"
 FORMAT_VERSION = 1
@@ -88,18 +93,7 @@ def save(path, model, optimizer=None, trainer=None) -> Path:
     and optionally ``optimizer``'s state and ``trainer``'s position, history and data order, to
     ``path`` (used as given; ``.npz`` is the customary suffix), atomically.  Returns the path."""
     p = _as_path(path)
-    _check_model_type(model)
-    arrays: dict = {}
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "gpunn_version": _gpunn_version(),
-            "model": _model_meta(model, arrays), "optimizer": None, "trainer": None}
-    if optimizer is not None:
-        meta["optimizer"] = {"class": type(optimizer).__name__,
-                             "state": _encode(_optimizer_state(optimizer), arrays, "optimizer", "optimizer")}
-    if trainer is not None:
-        meta["trainer"] = _encode(trainer.state_dict(), arrays, "trainer", "trainer")
-    text = json.dumps(meta, allow_nan=True)
-    arrays[META] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _atomic_write(p, arrays)
+    _atomic_write(p, _checkpoint_arrays(model, optimizer, trainer))
     return p
 
 
@@ -148,34 +142,37 @@ def load(path, model, optimizer=None, trainer=None) -> dict:
 
 def load_model(path, device="cpu"):
     """Rebuild the :class:`~gpunn.MLP` stored in the checkpoint at ``path`` on ``device``, with its
-    parameters and BatchNorm statistics (its constructor config is stored in the file)."""
-    dev = get_device(device)
-    p, meta, arrays = _read(path, check_headers=_check_declared_sizes)
-    m = meta["model"]
+    parameters and BatchNorm statistics (its constructor config is stored in the file).  Also
+    available as ``gpunn.load(path, device=...)``; ``net.save(path)`` writes such a file."""
     from .mlp import MLP
 
-    if m.get("class") != "MLP":
-        raise CheckpointError(p, f"load_model rebuilds gpunn.MLP models; this checkpoint holds a "
-                                 f"{m.get('class')!r}: build the model yourself and use load()")
-    cfg = m.get("config")
-    if not isinstance(cfg, dict):
-        raise CheckpointError(p, "holds no model config; build the MLP yourself and use load()")
-    for key in ("activation", "loss"):
-        v = cfg.get(key)
-        if v is None or (isinstance(v, list) and None in v):
-            raise CheckpointError(p, f"the model used a custom {key} object, which a checkpoint cannot "
-                                     "store; build the MLP yourself and use load()")
-    accepted = inspect.signature(MLP).parameters
-    unknown = sorted(k for k in cfg if k not in accepted)
-    if unknown:
-        raise CheckpointError(p, f"config option(s) {unknown} are not supported by this version's MLP")
-    try:
-        model = MLP(**cfg, device=dev)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(p, f"cannot rebuild the MLP from the stored config {cfg}: {exc}") from exc
-    _check_model(p, m, arrays, model)
-    _apply_model(m, arrays, model)
-    return model
+    dev = get_device(device)
+    p, meta, arrays = _read(path, check_headers=_check_declared_sizes)
+    return _rebuild(p, meta, arrays, dev, MLP)
+
+
+def model_to_bytes(model) -> bytes:
+    """The model-only checkpoint of ``model`` (the bytes :func:`save` would write to a file), in memory:
+    what pickling and ``copy.deepcopy`` of an MLP go through.  Read back with :func:`model_from_bytes`."""
+    buf = io.BytesIO()
+    _write_npz(buf, _checkpoint_arrays(model))
+    return buf.getvalue()
+
+
+def model_from_bytes(data, device="cpu", cls=None, overrides=None):
+    """Rebuild a model from :func:`model_to_bytes`'s ``data`` on ``device``: an instance of ``cls``
+    (default :class:`~gpunn.MLP`; the checkpoint must hold one of that class's name), built with the
+    stored constructor config updated by ``overrides`` (constructor arguments a checkpoint cannot store,
+    such as ``dropout_rand``), then given the stored parameters, buffers and generator states."""
+    if cls is None:
+        from .mlp import MLP as cls
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes (from gpunn.checkpoint.model_to_bytes), got "
+                        f"{type(data).__name__}")
+    data = bytes(data)
+    p, meta, arrays = _read_archive("<in-memory checkpoint>", io.BytesIO(data), len(data),
+                                    check_headers=_check_declared_sizes)
+    return _rebuild(p, meta, arrays, get_device(device), cls, overrides)
 
 
 def _check_declared_sizes(p, meta, headers):
@@ -217,6 +214,80 @@ def read_metadata(path) -> dict:
 # --------------------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------------------
+
+
+def _checkpoint_arrays(model, optimizer=None, trainer=None) -> dict:
+    """The arrays of a checkpoint (``__gpunn__`` the JSON metadata), as :func:`save` writes them."""
+    _check_model_type(model)
+    arrays: dict = {}
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "gpunn_version": _gpunn_version(),
+            "model": _model_meta(model, arrays), "optimizer": None, "trainer": None}
+    if optimizer is not None:
+        meta["optimizer"] = {"class": type(optimizer).__name__,
+                             "state": _encode(_optimizer_state(optimizer), arrays, "optimizer", "optimizer")}
+    if trainer is not None:
+        meta["trainer"] = _encode(trainer.state_dict(), arrays, "trainer", "trainer")
+    text = json.dumps(meta, allow_nan=True)
+    arrays[META] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    return arrays
+
+
+def _rebuild_config(p, m, cls) -> dict:
+    """The stored constructor config of model description ``m``, checked to rebuild a ``cls``."""
+    if m.get("class") != cls.__name__:
+        raise CheckpointError(p, f"rebuilds {cls.__module__}.{cls.__name__} models; this checkpoint holds a "
+                                 f"{m.get('class')!r}: build the model yourself and use "
+                                 "gpunn.checkpoint.load()")
+    cfg = m.get("config")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(p, "holds no model config; build the MLP yourself and use "
+                                 "gpunn.checkpoint.load()")
+    for key in ("activation", "loss"):
+        v = cfg.get(key)
+        if v is None or (isinstance(v, list) and None in v):
+            raise CheckpointError(p, f"the model used a custom {key} object, which a checkpoint cannot "
+                                     "store; build the MLP yourself and use gpunn.checkpoint.load()")
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(k for k in cfg if k not in accepted)
+    if unknown:
+        raise CheckpointError(p, f"config option(s) {unknown} are not supported by this version's "
+                                 f"{cls.__name__}")
+    return cfg
+
+
+def _rebuild(p, meta, arrays, dev, cls, overrides=None):
+    """A new ``cls`` on ``dev`` from a checkpoint's config, with its parameters, buffers, generators."""
+    m = meta["model"]
+    cfg = {**_rebuild_config(p, m, cls), **(overrides or {})}
+    try:
+        model = cls(**cfg, device=dev)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(p, f"cannot rebuild the {cls.__name__} from the stored config {cfg}: "
+                                 f"{exc}") from exc
+    _check_model(p, m, arrays, model)
+    _apply_model(m, arrays, model)
+    return model
+
+
+def reduce_model(model):
+    """``model.__reduce__()``: pickling, ``copy.copy`` and ``copy.deepcopy`` of an MLP go through the
+    checkpoint format (:func:`model_to_bytes`), onto the model's device (``"cuda:0"`` unpickled where
+    there is no GPU falls back to the CPU with a ``DeviceFallbackWarning``).  Constructor arguments the
+    format cannot store (``dropout_rand``) are pickled along as they are.  A model the format cannot
+    rebuild (a custom activation or loss object) raises ``TypeError`` naming what to do instead."""
+    cls = type(model)
+    _check_model_type(model)
+    m = {"class": cls.__name__, "config": _model_config(model)}
+    try:
+        _rebuild_config("model", m, cls)
+    except CheckpointError as exc:
+        raise TypeError(f"cannot pickle or copy this {cls.__name__}: {exc.problem}.  Save its weights "
+                        "with net.save(path) and load them into a model you build with "
+                        "gpunn.checkpoint.load(path, model)") from None
+    overrides = {}
+    if getattr(model, "dropout_rand", None) is not None:
+        overrides["dropout_rand"] = model.dropout_rand
+    return model_from_bytes, (model_to_bytes(model), model.device.name, cls, overrides or None)
 
 
 def _check_model_type(model):
@@ -335,18 +406,7 @@ def _check_model(p, m, arrays, model):
     mine = [[name, list(layout.shapes[name]), int(layout.offsets[name])] for name in layout.names]
     theirs = m["layout"]
     if theirs != mine:
-        detail = ""
-        try:
-            for (n1, s1, _), (n2, s2, _) in zip(theirs, mine, strict=False):
-                if n1 != n2 or list(s1) != list(s2):
-                    detail = f": parameter {n1!r} has shape {tuple(s1)} in the checkpoint, the model's " \
-                             f"{n2!r} has {tuple(s2)}"
-                    break
-            theirs_txt = _fmt_layout(theirs)
-        except (TypeError, ValueError):
-            theirs_txt = "(unreadable layout)"
-        raise CheckpointError(p, f"is a checkpoint of a different architecture{detail} (checkpoint: "
-                                 f"{theirs_txt}; model: {_fmt_layout(mine)})")
+        raise CheckpointError(p, _layout_mismatch(theirs, mine))
     if m.get("dtype") != dtype:
         raise CheckpointError(p, f"holds {m.get('dtype')} parameters but the model computes in {dtype}; "
                                  f"build the model with dtype={m.get('dtype')!r}")
@@ -399,6 +459,22 @@ def _check_rngs(p, m, arrays, model):
         if gen is not None and type(gen.bit_generator).__name__ != state["bit_generator"]:
             raise CheckpointError(p, f"random generator {name!r} is a {state['bit_generator']} in the "
                                      f"checkpoint, a {type(gen.bit_generator).__name__} in the model")
+
+
+def _layout_mismatch(theirs, mine) -> str:
+    """What differs between a checkpoint's parameter layout and the model's, for the error message."""
+    detail = ""
+    try:
+        for (n1, s1, _), (n2, s2, _) in zip(theirs, mine, strict=False):
+            if n1 != n2 or list(s1) != list(s2):
+                detail = f": parameter {n1!r} has shape {tuple(s1)} in the checkpoint, the model's " \
+                         f"{n2!r} has {tuple(s2)}"
+                break
+        theirs_txt = _fmt_layout(theirs)
+    except (TypeError, ValueError):
+        theirs_txt = "(unreadable layout)"
+    return f"is a checkpoint of a different architecture{detail} (checkpoint: {theirs_txt}; model: " \
+           f"{_fmt_layout(mine)})"
 
 
 def _fmt_buffers(b) -> str:
@@ -692,8 +768,14 @@ def _read(path, check_headers=None):
         raise FileNotFoundError(2, "checkpoint file not found", str(p))
     if p.is_dir():
         raise CheckpointError(p, "is a directory, not a checkpoint file")
+    return _read_archive(p, p, p.stat().st_size, check_headers)
+
+
+def _read_archive(p, source, size_on_disk, check_headers=None):
+    """(p, metadata, arrays) of the checkpoint in ``source`` (a path or a binary file of
+    ``size_on_disk`` bytes), as :func:`_read` describes; ``p`` names it in errors."""
     try:
-        zf = zipfile.ZipFile(p)
+        zf = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise CheckpointError(p, "is not a gpunn checkpoint: not a .npz (zip) archive -- random bytes, a "
                                  f"truncated file or another format ({exc})") from exc
@@ -709,7 +791,6 @@ def _read(path, check_headers=None):
             more = ", ..." if len(names) > 6 else ""
             raise CheckpointError(p, f"is not a gpunn checkpoint: a .npz without the {META!r} metadata "
                                      f"entry (it holds {shown or 'nothing'}{more})")
-        size_on_disk = p.stat().st_size
         if infos[META].file_size > _MAX_META_BYTES:
             raise CheckpointError(p, f"corrupt metadata: {infos[META].file_size} bytes")
         meta = _parse_meta(p, _read_entry(p, zf, infos[META], size_on_disk))

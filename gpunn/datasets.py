@@ -157,8 +157,10 @@ class DatasetNotFoundError(FileNotFoundError):
 class Split(NamedTuple):
     """One part of a dataset: inputs ``x`` and targets ``t``; unpacks as ``x, t = split``."""
 
-    x: Any
-    t: Any
+    # host arrays (numpy.ndarray); ``object``, not ``Any``: NamedTuple's generated __new__ cannot
+    # resolve names of this module, which pdoc (the API reference) reports as an error
+    x: object
+    t: object
 
     @property
     def n(self) -> int:

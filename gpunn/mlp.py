@@ -313,6 +313,30 @@ class MLP:
                              distribution=getattr(self.last_layer, "targets_distribution", False))
 
     # -- misc ---------------------------------------------------------------------------------
+    # -- saving, pickling, copying ---------------------------------------------------------------
+    def save(self, path):
+        """Write the model (parameters, BatchNorm statistics, dropout generators, constructor config) to
+        ``path`` as a :mod:`gpunn.checkpoint` file (``.npz``), atomically; returns the path.
+        ``gpunn.load(path, device=...)`` rebuilds it (on any device).  With an optimizer and a
+        trainer, use ``Trainer.save_checkpoint`` to resume training."""
+        from .checkpoint import save
+
+        return save(path, self)
+
+    def __reduce__(self):
+        """Pickling (and ``copy.copy``) go through the checkpoint format, onto the same device."""
+        from .checkpoint import reduce_model
+
+        return reduce_model(self)
+
+    def __deepcopy__(self, memo):
+        """A new model from this one's checkpoint (as pickling); functions given to the constructor
+        (``dropout_rand``) are shared, not copied: ``numpy.random.rand`` stays the global generator's."""
+        from .checkpoint import reduce_model
+
+        rebuild, args = reduce_model(self)
+        return rebuild(*args)
+
     @property
     def n_params(self) -> int:
         return self.layout.size

@@ -58,7 +58,8 @@ def source_kernels() -> dict[str, dict]:
 def run_without_simulator(script: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=str(KERNELS.parent))
+                          timeout=300, cwd=str(Path(__file__).parent))  # not the root: its gpunn/ would
+    # shadow an installed gpunn (the source tree has no gpunn/kernels/)
 
 
 def test_every_kernel_is_cached_in_the_source():

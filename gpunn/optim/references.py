@@ -30,12 +30,14 @@ def _nested() -> dict:
     return {cls.__name__: vars(cls)["Reference"] for cls in OPTIMIZERS if "Reference" in vars(cls)}
 
 
+__all__ = [*TEXTBOOK, "array_namespace"]
+
+
 def __getattr__(name):
-    """``__all__`` and the references nested in their optimizer classes (``references.Lion`` is
-    ``gpunn.optim.Lion.Reference``), looked up when first asked for: ``gpunn.optim`` imports the
-    modules that import this one."""
-    if name == "__all__":
-        return [*TEXTBOOK, *(n for n in _nested() if n not in TEXTBOOK), "array_namespace"]
+    """The references nested in their optimizer classes (``references.Lion`` is
+    ``gpunn.optim.Lion.Reference``), looked up when first asked for (``gpunn.optim`` imports the
+    modules that import this one); they are documented with their optimizer, so ``__all__`` lists
+    only what this module holds."""
     ref = None if name.startswith("__") else _nested().get(name)  # the import system asks for __path__
     if ref is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
