@@ -105,8 +105,7 @@ class Affine(Layer):
         """``a @ b`` (into ``out`` when given); on the host with the BLAS thread count of
         :func:`gpunn.cpu_threads.gemm` (one thread for small GEMMs, see there for ``train``)."""
         if self.xp is host_xp():
-            with cpu_threads.gemm(a.shape[0], a.shape[1], b.shape[1], train):
-                return self.xp.matmul(a, b, out=out)
+            return cpu_threads.matmul(self.xp.matmul, a, b, out, train)
         return self.xp.matmul(a, b, out=out)
 
     def __repr__(self):
