@@ -197,17 +197,18 @@ class Tanh(_Activation):
 
 
 class ReLU(_Activation):
-    """A = max(0, Z).  dZ = dA where Z > 0, else 0."""
+    """A = max(0, Z).  dZ = dA where Z > 0, else 0.  As the textbooks' mask code (``mask = Z <= 0``):
+    −∞ gives 0, NaN stays NaN, and a masked gradient is 0 even when dA is NaN."""
 
     KIND = 3
     AUTO_INIT = "he_normal"
 
     def _ref_forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.mask = x <= 0
+        return self.xp.where(self.mask, x.dtype.type(0), x)
 
     def _ref_backward(self, dout):
-        return dout * self.mask
+        return self.xp.where(self.mask, dout.dtype.type(0), dout)
 
 
 class LeakyReLU(_Activation):

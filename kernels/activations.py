@@ -44,7 +44,9 @@ def sigmoid(z, half, one):
 
 @njit(**RULE_OPTIONS)
 def relu(z, zero):
-    return z if z > zero else z * zero
+    """max(z, 0) as the textbooks' mask code computes it: 0 where z ≤ 0 (also for −∞), z elsewhere,
+    so NaN stays NaN."""
+    return zero if z <= zero else z
 
 
 @njit(**RULE_OPTIONS)
@@ -64,8 +66,14 @@ def tanh_grad(d, a, one):
 
 @njit(**RULE_OPTIONS)
 def relu_grad(d, a, slope, zero):
-    """ReLU (slope 0) and LeakyReLU: d where a > 0, else slope·d."""
+    """LeakyReLU: d where a > 0, else slope·d."""
     return d if a > zero else d * slope
+
+
+@njit(**RULE_OPTIONS)
+def relu_grad0(d, a, zero):
+    """ReLU: 0 where a ≤ 0 (even for d = NaN or ±∞: the mask zeroes it), else d (also where a is NaN)."""
+    return zero if a <= zero else d
 
 
 @njit(**RULE_OPTIONS)
@@ -108,7 +116,7 @@ def backward_rule(d, a, kind, slope, one, zero):
     if kind == 2:
         return tanh_grad(d, a, one)
     if kind == 3:
-        return relu_grad(d, a, zero, zero)
+        return relu_grad0(d, a, zero)
     if kind == 4:
         return relu_grad(d, a, slope, zero)
     if kind == 5:
@@ -183,7 +191,7 @@ def act_grad_cpu(d, a, dz, kind, slope, one, zero):
             dz[i] = tanh_grad(d[i], a[i], one)
     elif kind == 3:
         for i in range(n):
-            dz[i] = relu_grad(d[i], a[i], zero, zero)
+            dz[i] = relu_grad0(d[i], a[i], zero)
     elif kind == 4:
         for i in range(n):
             dz[i] = relu_grad(d[i], a[i], slope, zero)
@@ -217,7 +225,7 @@ def act_grad_bias_cpu(d, a, dz, db, kind, slope, one, zero):
                 db[j] += g
         elif kind == 3:
             for j in range(c):
-                g = relu_grad(dr[j], ar[j], zero, zero)
+                g = relu_grad0(dr[j], ar[j], zero)
                 zr[j] = g
                 db[j] += g
         elif kind == 4:

@@ -143,3 +143,20 @@ def test_initialisers_statistics():
 def test_bad_initialisers(bad):
     with pytest.raises((ValueError, TypeError)):
         gpunn.init.get_initializer(bad)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_relu_keeps_the_textbook_mask_semantics_for_inf_and_nan(dev, fused):
+    """ReLU as the textbooks' mask code (``mask = x <= 0``): −∞ gives 0, NaN stays NaN; the gradient
+    is 0 where the output is ≤ 0 even when the incoming gradient is NaN, and passes where the output
+    is NaN.  The fused kernels (CPU and CUDA) and the NumPy layer agree, so a run that diverges does
+    so the same way as the book's code."""
+    from conftest import to_numpy
+
+    x = np.array([[-np.inf, -1.0, 0.0, np.nan, 2.0, np.inf]])
+    d = np.array([[np.nan, np.inf, np.nan, 3.0, 4.0, 5.0]])
+    layer = layers.get_activation("relu", dev.xp, dev=dev if fused else None)
+    y = to_numpy(layer.forward(dev.to_device(x), train=True))
+    dx = to_numpy(layer.backward(dev.to_device(d)))
+    np.testing.assert_array_equal(y, [[0, 0, 0, np.nan, 2, np.inf]])
+    np.testing.assert_array_equal(dx, [[0, 0, 0, 3, 4, 5]])
