@@ -55,7 +55,7 @@ def _preset_threads(argv):
             argv[i + 1] if a == "--numba-layer" and i + 1 < len(argv) else None)
         if layer:
             os.environ["NUMBA_THREADING_LAYER"] = layer
-    # gpunn's thread policy (see README, "Performance"): Numba's parallel kernels on the workqueue
+    # gpunn's thread policy (gpunn.cpu_threads): Numba's parallel kernels on the workqueue
     # layer, whose idle workers sleep instead of spinning against OpenBLAS's threads
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 

@@ -23,7 +23,7 @@ import os
 import time
 
 # Thread policy for small machines (set before NumPy, Numba or torch start their thread pools; see
-# README "Performance"): pin OpenMP workers to cores, and run Numba's parallel kernels on its
+# benchmarks/RESULTS.md): pin OpenMP workers to cores, and run Numba's parallel kernels on its
 # workqueue layer, whose idle workers sleep -- OpenMP workers spin after each parallel region and
 # fight OpenBLAS's threads for the cores (a 784-1024-1024-10 step took 2x longer that way here).
 os.environ.setdefault("OMP_PROC_BIND", "true")

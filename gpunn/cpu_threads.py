@@ -1,6 +1,6 @@
 """How many CPU threads gpunn uses, decided per call, with no environment variable needed.
 
-The policy (the README's "Threads" section has the measurements behind it):
+The policy (the measurements behind it are in benchmarks/RESULTS.md):
 
 * **This process's cores**: the CPUs it may run on (its affinity mask), divided among the ranks of
   an MPI job on the same machine (``MPI_LOCALNRANKS``, ``OMPI_COMM_WORLD_LOCAL_SIZE``, … read from

@@ -33,7 +33,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # (measured on 2 cores: a 784-100-100-10 training step 8.6 ms instead of 0.6 ms); the
     # workqueue layer's idle workers sleep.  Set NUMBA_THREADING_LAYER to choose another layer
     # (workqueue must not be entered from several Python threads at once: gpunn.cpu_threads.parallel_kernel
-    # lets one thread in at a time; tbb would burn more CPU between regions, see README "Threads").
+    # lets one thread in at a time; tbb would burn more CPU between regions, see benchmarks/RESULTS.md).
     numba.config.THREADING_LAYER = "workqueue"
 
 CPU_OPTIONS = dict(parallel=True, error_model="numpy", cache=True)
