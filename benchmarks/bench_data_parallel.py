@@ -156,6 +156,68 @@ def _row(r):
     return {**r, "net": "-".join(map(str, r["sizes"])), "share": 100 * r["allreduce_share"]}
 
 
+def _find_mpiexec():
+    """The mpiexec next to this Python (the ``dist`` extra's), else the one on the PATH; exits without."""
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    if not Path(mpiexec).exists():
+        mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        sys.exit('mpiexec not found: pip install "gpunn[dist]" (mpi4py and MPICH)')
+    return mpiexec
+
+
+def _bench_cpu(args, rows, payload):
+    """Every CPU setup on every config, in rotation for ``args.rounds`` rounds; the median run kept."""
+    setups = ((1, 1, False), (1, 2, False), (2, 1, False), (2, 1, True))
+    for config in args.configs.split(","):
+        runs = {s: [] for s in setups}
+        for i in range(args.rounds):  # the setups in rotation: a drift of the machine hits all alike
+            for setup in setups:
+                r = run(config, setup[0], setup[1], args, solo=setup[2])
+                runs[setup].append(r)
+                print(f"  round {i + 1}: {r['setup']:<28} {r['config']:<6} "
+                      f"{r['samples_per_s']:>10,.0f} samples/s", flush=True)
+        for setup in setups:
+            r = _combine(runs[setup])
+            payload["cpu"].append(r)
+            rows.append(_row(r))
+
+
+def _bench_cuda(args, rows, payload):
+    """Every config on 1, 2 and all GPUs (NCCL), or the reason there is no GPU in ``payload["cuda"]``."""
+    ok, why = cuda_status()
+    if not ok:
+        print(f"cuda: {why or NO_GPU}")
+        payload["cuda"] = why or NO_GPU
+        return
+    import gpunn
+
+    n_gpus = gpunn.device("cuda").xp.cuda.runtime.getDeviceCount()
+    payload["cuda"] = []
+    for config in args.configs.split(","):
+        for processes in sorted({1, min(n_gpus, 2), n_gpus}):
+            if processes > 1 and n_gpus < 2:
+                continue
+            r = run(config, processes, 1, args, device="cuda")
+            payload["cuda"].append(r)
+            rows.append(_row(r))
+    if n_gpus < 2:
+        print("cuda (NCCL, 2 processes): not measured: fewer than 2 GPUs")
+
+
+def _print_rows(rows):
+    """The results table, with each setup's range over the rounds."""
+    print()
+    for r in rows:
+        r["range"] = "{:,.0f}-{:,.0f}".format(min(r.get("rounds_samples_per_s", [r["samples_per_s"]])),
+                                             max(r.get("rounds_samples_per_s", [r["samples_per_s"]])))
+    print_table(rows, [("net", "network", ""), ("global_batch", "batch", ""), ("device", "device", ""),
+                       ("setup", "setup", ""), ("samples_per_s", "samples/s", "{:,.0f}"),
+                       ("range", "rounds' range", ""), ("step_ms", "step ms", "{:.3f}"),
+                       ("allreduce_ms", "allreduce ms/step", "{:.3f}"), ("share", "share %", "{:.1f}"),
+                       ("allreduce_alone_ms", "allreduce alone ms", "{:.3f}")])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="small,large", help="comma-separated: small, large")
@@ -172,54 +234,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
-    args.mpiexec = str(Path(sys.executable).parent / "mpiexec")
-    if not Path(args.mpiexec).exists():
-        args.mpiexec = shutil.which("mpiexec")
-    if args.mpiexec is None:
-        sys.exit('mpiexec not found: pip install "gpunn[dist]" (mpi4py and MPICH)')
+    args.mpiexec = _find_mpiexec()
     rows, payload = [], {"cpu": [], "cuda": None}
     if args.device in ("cpu", "all"):
-        setups = ((1, 1, False), (1, 2, False), (2, 1, False), (2, 1, True))
-        for config in args.configs.split(","):
-            runs = {s: [] for s in setups}
-            for i in range(args.rounds):  # the setups in rotation: a drift of the machine hits all alike
-                for setup in setups:
-                    r = run(config, setup[0], setup[1], args, solo=setup[2])
-                    runs[setup].append(r)
-                    print(f"  round {i + 1}: {r['setup']:<28} {r['config']:<6} "
-                          f"{r['samples_per_s']:>10,.0f} samples/s", flush=True)
-            for setup in setups:
-                r = _combine(runs[setup])
-                payload["cpu"].append(r)
-                rows.append(_row(r))
+        _bench_cpu(args, rows, payload)
     if args.device in ("cuda", "all"):
-        ok, why = cuda_status()
-        if ok:
-            import gpunn
-
-            n_gpus = gpunn.device("cuda").xp.cuda.runtime.getDeviceCount()
-            payload["cuda"] = []
-            for config in args.configs.split(","):
-                for processes in sorted({1, min(n_gpus, 2), n_gpus}):
-                    if processes > 1 and n_gpus < 2:
-                        continue
-                    r = run(config, processes, 1, args, device="cuda")
-                    payload["cuda"].append(r)
-                    rows.append(_row(r))
-            if n_gpus < 2:
-                print("cuda (NCCL, 2 processes): not measured: fewer than 2 GPUs")
-        else:
-            print(f"cuda: {why or NO_GPU}")
-            payload["cuda"] = why or NO_GPU
-    print()
-    for r in rows:
-        r["range"] = "{:,.0f}-{:,.0f}".format(min(r.get("rounds_samples_per_s", [r["samples_per_s"]])),
-                                             max(r.get("rounds_samples_per_s", [r["samples_per_s"]])))
-    print_table(rows, [("net", "network", ""), ("global_batch", "batch", ""), ("device", "device", ""),
-                       ("setup", "setup", ""), ("samples_per_s", "samples/s", "{:,.0f}"),
-                       ("range", "rounds' range", ""), ("step_ms", "step ms", "{:.3f}"),
-                       ("allreduce_ms", "allreduce ms/step", "{:.3f}"), ("share", "share %", "{:.1f}"),
-                       ("allreduce_alone_ms", "allreduce alone ms", "{:.3f}")])
+        _bench_cuda(args, rows, payload)
+    _print_rows(rows)
     if args.json:
         write_json(args.json, payload)
     return payload
