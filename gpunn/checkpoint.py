@@ -320,20 +320,6 @@ def _model_rngs(model) -> dict:
     return found
 
 
-def _loss_name(loss):
-    from .losses import LOSSES
-
-    for name, factory in LOSSES.items():
-        try:
-            fresh = factory(np)
-        except Exception:  # pragma: no cover - a factory needing more arguments
-            continue
-        if type(fresh) is type(loss) and all(getattr(loss, k, None) == v for k, v in vars(fresh).items()
-                                             if k != "xp"):
-            return name
-    return None
-
-
 def _jsonable(v) -> bool:
     if v is None or isinstance(v, (bool, int, float, str)):
         return True
@@ -344,32 +330,14 @@ def _jsonable(v) -> bool:
     return False
 
 
-def _model_config(model) -> dict:
-    """The constructor arguments that rebuild ``model`` (``model.config`` when it has one)."""
+def _model_config(model):
+    """The constructor arguments that rebuild ``model``: its ``config`` (set by ``MLP.__init__``), the
+    JSON-able values kept, tuples as lists; None for a model that keeps no config (it cannot be rebuilt
+    from its checkpoint, only loaded into a model built by hand)."""
     cfg = getattr(model, "config", None)
-    if isinstance(cfg, dict):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if _jsonable(v)}
-    sizes = list(getattr(model, "sizes", []))
-    cfg = {}
-    if sizes:
-        cfg.update(input_size=sizes[0], hidden_sizes=sizes[1:-1], output_size=sizes[-1])
-    acts = getattr(model, "activations", None)
-    if acts is not None:
-        cfg["activation"] = [a if isinstance(a, str) else None for a in acts]
-    if getattr(model, "last_layer", None) is not None:
-        cfg["loss"] = _loss_name(model.last_layer)
-    cfg["dtype"] = model.dtype.name
-    try:
-        names = inspect.signature(type(model)).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        names = {}
-    for name in names:
-        if name in cfg or name in ("device", "seed", "init", "activation", "loss"):
-            continue
-        v = getattr(model, name, None)
-        if v is not None and _jsonable(v):
-            cfg[name] = list(v) if isinstance(v, tuple) else v
-    return cfg
+    if not isinstance(cfg, dict):
+        return None
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if _jsonable(v)}
 
 
 def _model_meta(model, arrays) -> dict:
@@ -426,7 +394,7 @@ def _check_model(p, m, arrays, model):
         if a is None or list(a.shape) != spec["shape"] or a.dtype.name != spec["dtype"]:
             raise CheckpointError(p, f"entry 'model/buffers/{name}' is missing or does not match "
                                      "its metadata")
-    cfg, my_cfg = m.get("config") or {}, _model_config(model)
+    cfg, my_cfg = m.get("config") or {}, _model_config(model) or {}
     if cfg.get("activation") is not None and my_cfg.get("activation") is not None \
             and cfg["activation"] != my_cfg["activation"]:
         raise CheckpointError(p, "is a checkpoint of a different architecture: activations "

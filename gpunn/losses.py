@@ -21,8 +21,9 @@ Hinge                   (1/N) Σₙ Σ_{k≠tₙ} max(0, yₙₖ − yₙ,tₙ +
 from __future__ import annotations
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "CrossEntropy", "BinaryCrossEntropy", "MeanSquaredError",
-           "L1Loss", "Hinge", "get_loss", "one_hot"]
+           "L1Loss", "Hinge", "get_loss", "loss_name", "one_hot"]
 
+from .backend import host_xp
 from .kernels import activations as _k
 
 EPS = 1e-7
@@ -237,3 +238,17 @@ def get_loss(name, xp) -> Loss:
     if not isinstance(name, str) or name.strip().lower() not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
     return LOSSES[name.strip().lower()](xp)
+
+
+def loss_name(loss):
+    """The name :func:`get_loss` builds ``loss`` from (the first of its aliases), or None for a loss
+    object no name rebuilds (another class, or other settings): what a model's ``config`` stores."""
+    for name, factory in LOSSES.items():
+        try:
+            fresh = factory(host_xp())
+        except Exception:  # pragma: no cover - a factory needing more arguments
+            continue
+        if type(fresh) is type(loss) and all(getattr(loss, k, None) == v for k, v in vars(fresh).items()
+                                             if k != "xp"):
+            return name
+    return None

@@ -35,7 +35,7 @@ from .gradcheck import numerical_gradient_dict
 from .init import get_initializer
 from .kernels import activations as _act
 from .layers import ACTIVATIONS, Affine, get_activation, softmax
-from .losses import get_loss
+from .losses import get_loss, loss_name
 from .params import FlatLayout
 from .regularization import Dropout, add_weight_decay, weight_decay_loss
 from .validate import check_finite, check_hyper, check_inputs, check_targets, positive_int
@@ -83,7 +83,9 @@ class MLP:
         batch size, no ∂L/∂x for the first layer.  ``False``: the textbook's array code, layer by
         layer (the reference the fast path is tested against).  Same results up to float rounding.
 
-    Attributes besides the textbook's: ``buffers`` -- the non-trainable state, by name
+    Attributes besides the textbook's: ``config`` -- the constructor arguments as JSON-able values (a
+    custom activation or loss object as None; no ``device``, ``seed``, ``init`` nor ``dropout_rand``),
+    what checkpoints store to rebuild the model; ``buffers`` -- the non-trainable state, by name
     (``"running_mean1"``, ``"running_var1"``, …; empty without BatchNorm); ``batchnorm_layers``,
     ``dropout_layers``; ``layout`` -- the flat-buffer layout (weights first: ``layout.n_decay``).
     ``predict(x)``, ``accuracy`` and ``loss`` run in evaluation mode (running statistics, no dropout)
@@ -120,6 +122,20 @@ class MLP:
         self.dropout_rand = dropout_rand
         with dev:  # cuda:N: every array of the model on GPU N
             self._build(inits, drops, seed, loss)
+        self.config = self._config()
+
+    def _config(self) -> dict:
+        """The constructor arguments as JSON-able values, checked and normalised (what checkpoints store
+        and ``gpunn.load`` rebuilds from): a custom activation or loss object is None (no name rebuilds
+        it); ``device``, ``seed`` and ``init`` are not kept (the weights and generators are saved
+        instead), nor ``dropout_rand`` (a function)."""
+        sizes = self.sizes
+        return {"input_size": sizes[0], "hidden_sizes": list(sizes[1:-1]), "output_size": sizes[-1],
+                "activation": [a if isinstance(a, str) else None for a in self.activations],
+                "loss": loss_name(self.last_layer), "dtype": self.dtype.name, "batchnorm": self.batchnorm,
+                "dropout": self.dropout, "weight_decay": self.weight_decay, "bn_momentum": self.bn_momentum,
+                "bn_eps": self.bn_eps, "fused": self.fused, "bn_unbiased": self.bn_unbiased,
+                "bn_running_var_init": self.bn_running_var_init, "dropout_inverted": self.dropout_inverted}
 
     def _build(self, inits, drops, seed, loss):
         """The flat buffers, the layers, the initial weights and the loss (on the current device)."""
