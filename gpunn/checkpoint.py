@@ -467,9 +467,11 @@ def _apply_model(m, arrays, model):
 
 
 def _set_rng_state(gen, state):
+    """Give ``gen`` the stored ``state`` of a bit generator of its own kind (checked before by
+    ``_check_rngs``, so the error below is unreachable from a load)."""
     if type(gen.bit_generator).__name__ == state["bit_generator"]:
         gen.bit_generator.state = state
-    else:  # pragma: no cover - a generator of another kind: replace its bit generator's state
+    else:  # pragma: no cover - a generator of another kind: refused, its state is not replaced
         raise ValueError(f"generator is {type(gen.bit_generator).__name__}, checkpoint holds "
                          f"{state['bit_generator']}")
 
