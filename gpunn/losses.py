@@ -20,8 +20,18 @@ Hinge                   (1/N) Σₙ Σ_{k≠tₙ} max(0, yₙₖ − yₙ,tₙ +
 
 from __future__ import annotations
 
-__all__ = ["Loss", "SoftmaxCrossEntropy", "CrossEntropy", "BinaryCrossEntropy", "MeanSquaredError",
-           "L1Loss", "Hinge", "get_loss", "loss_name", "one_hot"]
+__all__ = [
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "CrossEntropy",
+    "BinaryCrossEntropy",
+    "MeanSquaredError",
+    "L1Loss",
+    "Hinge",
+    "get_loss",
+    "loss_name",
+    "one_hot",
+]
 
 from .backend import host_xp
 from .kernels import activations as _k
@@ -103,8 +113,11 @@ class SoftmaxCrossEntropy(Loss):
             # per batch shape: the gradient buffer, per-row losses (CUDA), and the kernel scalars
             from .backend import Device
 
-            st = self._state = (xp.empty(y.shape, dtype=dt), xp.empty(n, dtype=dt),
-                                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0, float("nan"))))
+            st = self._state = (
+                xp.empty(y.shape, dtype=dt),
+                xp.empty(n, dtype=dt),
+                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0, float("nan"))),
+            )
         d, row_loss, inv_n, one, zero, nan = st
         soft = t.ndim == 2
         if soft:
@@ -113,8 +126,14 @@ class SoftmaxCrossEntropy(Loss):
             from .kernels import elementwise_grid, launch
 
             args = (y, t, d, row_loss, inv_n, one, zero)
-            launch(dev, "activations", "softmax_xent_soft" if soft else "softmax_xent",
-                   elementwise_grid(dev, n), *args, *(() if soft else (nan,)))
+            launch(
+                dev,
+                "activations",
+                "softmax_xent_soft" if soft else "softmax_xent",
+                elementwise_grid(dev, n),
+                *args,
+                *(() if soft else (nan,)),
+            )
             loss = row_loss.sum() * inv_n
         else:
             kernel = _k.softmax_xent_soft_cpu if soft else _k.softmax_xent_cpu
@@ -248,7 +267,8 @@ def loss_name(loss):
             fresh = factory(host_xp())
         except Exception:  # pragma: no cover - a factory needing more arguments
             continue
-        if type(fresh) is type(loss) and all(getattr(loss, k, None) == v for k, v in vars(fresh).items()
-                                             if k != "xp"):
+        if type(fresh) is type(loss) and all(
+            getattr(loss, k, None) == v for k, v in vars(fresh).items() if k != "xp"
+        ):
             return name
     return None

@@ -288,8 +288,9 @@ def adadelta_cpu(p, g, s, r, lr, rho, omrho, eps, wd, n_decay):
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            adadelta_span(p[lo:hi], g[lo:hi], s[lo:hi], r[lo:hi], lr, rho, omrho, eps, wd,
-                          split(n_decay, lo, hi))
+            adadelta_span(
+                p[lo:hi], g[lo:hi], s[lo:hi], r[lo:hi], lr, rho, omrho, eps, wd, split(n_decay, lo, hi)
+            )
 
 
 @njit(**SERIAL_OPTIONS)
@@ -331,8 +332,21 @@ def adam_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            adam_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, wd,
-                      split(n_decay, lo, hi))
+            adam_span(
+                p[lo:hi],
+                g[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                lr_t,
+                b1,
+                omb1,
+                b2,
+                omb2,
+                eps,
+                rbc2,
+                wd,
+                split(n_decay, lo, hi),
+            )
 
 
 @njit(**SERIAL_OPTIONS)
@@ -353,19 +367,34 @@ def adamw_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            adamw_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink,
-                       split(n_decay, lo, hi))
+            adamw_span(
+                p[lo:hi],
+                g[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                lr_t,
+                b1,
+                omb1,
+                b2,
+                omb2,
+                eps,
+                rbc2,
+                shrink,
+                split(n_decay, lo, hi),
+            )
 
 
 @njit(**SERIAL_OPTIONS)
 def amsgrad_span(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, s):
     for i in range(s):
-        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i] + wd * p[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2,
-                                             omb2, eps, rbc2)
+        p[i], m[i], v[i], v_max[i] = amsgrad(
+            p[i], g[i] + wd * p[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps, rbc2
+        )
     p, g, m, v, v_max = p[s:], g[s:], m[s:], v[s:], v_max[s:]
     for i in range(p.size):
-        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps,
-                                             rbc2)
+        p[i], m[i], v[i], v_max[i] = amsgrad(
+            p[i], g[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps, rbc2
+        )
 
 
 @njit(**CPU_OPTIONS)
@@ -377,8 +406,22 @@ def amsgrad_cpu(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_de
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            amsgrad_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], v_max[lo:hi], lr_t, b1, omb1, b2, omb2, eps,
-                         rbc2, wd, split(n_decay, lo, hi))
+            amsgrad_span(
+                p[lo:hi],
+                g[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                v_max[lo:hi],
+                lr_t,
+                b1,
+                omb1,
+                b2,
+                omb2,
+                eps,
+                rbc2,
+                wd,
+                split(n_decay, lo, hi),
+            )
 
 
 @njit(**SERIAL_OPTIONS)

@@ -20,8 +20,9 @@ T = rng.integers(0, 3, 32)
 
 def trained(device, **kw):
     """A model with BatchNorm statistics and dropout generators that have moved since construction."""
-    net = gpunn.MLP(6, [8, 5], 3, activation=["relu", "tanh"], device=device, seed=3, batchnorm=True,
-                    dropout=0.2, **kw)
+    net = gpunn.MLP(
+        6, [8, 5], 3, activation=["relu", "tanh"], device=device, seed=3, batchnorm=True, dropout=0.2, **kw
+    )
     gpunn.Trainer(net, optim.Adam(lr=0.01), epochs=2, batch_size=8, progress=False).fit(X, T)
     return net
 
@@ -136,9 +137,20 @@ def test_model_bytes_are_a_checkpoint(tmp_path):
 def test_config_holds_the_constructor_arguments_and_checkpoints_store_it(tmp_path):
     import json
 
-    net = gpunn.MLP(6, (8, 5), 3, activation=["relu", "TANH"], loss="softmax_cross_entropy", seed=3,
-                    batchnorm=True, dropout=(0.1, 0.2), weight_decay=0.01, bn_eps=1e-3, fused=False,
-                    dropout_rand=np.random.rand)
+    net = gpunn.MLP(
+        6,
+        (8, 5),
+        3,
+        activation=["relu", "TANH"],
+        loss="softmax_cross_entropy",
+        seed=3,
+        batchnorm=True,
+        dropout=(0.1, 0.2),
+        weight_decay=0.01,
+        bn_eps=1e-3,
+        fused=False,
+        dropout_rand=np.random.rand,
+    )
     cfg = net.config
     assert json.loads(json.dumps(cfg)) == cfg  # JSON-able as it is
     assert cfg["hidden_sizes"] == [8, 5] and cfg["activation"] == ["relu", "TANH"]

@@ -183,8 +183,8 @@ class Adam:
             g = self._gradient(params, grads, key)
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
             self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
-            m_hat = self.m[key] / (1 - self.beta1 ** self.iter)
-            v_hat = self.v[key] / (1 - self.beta2 ** self.iter)
+            m_hat = self.m[key] / (1 - self.beta1**self.iter)
+            v_hat = self.v[key] / (1 - self.beta2**self.iter)
             params[key] -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
 
 
