@@ -60,8 +60,12 @@ def timeit(fn, repeat: int = 20, warmup: int = 2, min_sample_s: float = 0.002, s
             fn()
         sync()
         samples.append((time.perf_counter() - t0) / number)
-    return {"median_s": statistics.median(samples), "best_s": min(samples), "repeat": repeat,
-            "number": number}
+    return {
+        "median_s": statistics.median(samples),
+        "best_s": min(samples),
+        "repeat": repeat,
+        "number": number,
+    }
 
 
 def timeit_blocks(fn, blocks: int = 3, **kw) -> dict:
@@ -73,8 +77,9 @@ def timeit_blocks(fn, blocks: int = 3, **kw) -> dict:
     return {**best, "block_medians_s": [r["median_s"] for r in runs]}
 
 
-def interleaved(fns: dict, rounds: int = 20, warmup: int = 1, sync=None, keep: bool = False,
-                turn: int = 1) -> dict:
+def interleaved(
+    fns: dict, rounds: int = 20, warmup: int = 1, sync=None, keep: bool = False, turn: int = 1
+) -> dict:
     """Time several callables in rotation, so a change in the machine's state (another tenant,
     frequency, memory traffic) hits all of them alike: each round gives every callable a turn of
     ``turn`` consecutive calls.  With ``turn`` > 1 the first call of a turn is not counted and a
@@ -100,9 +105,15 @@ def interleaved(fns: dict, rounds: int = 20, warmup: int = 1, sync=None, keep: b
                 sync()
                 times.append(time.perf_counter() - t0)
             samples[name].append(statistics.median(times[1:]) if turn > 1 else times[0])
-    return {name: {"median_s": statistics.median(s), "best_s": min(s), "samples": len(s),
-                   **({"all_s": s} if keep else {})}
-            for name, s in samples.items()}
+    return {
+        name: {
+            "median_s": statistics.median(s),
+            "best_s": min(s),
+            "samples": len(s),
+            **({"all_s": s} if keep else {}),
+        }
+        for name, s in samples.items()
+    }
 
 
 # -- streaming bandwidth -------------------------------------------------------------------------
@@ -125,9 +136,9 @@ def _triad(a, b, c, s):
 
 
 STREAM_KERNELS = {  # name: (bytes moved per element in units of the itemsize, call)
-    "copy": (2, lambda a, b, c, s: _copy(a, b)),            # read b, write a
+    "copy": (2, lambda a, b, c, s: _copy(a, b)),  # read b, write a
     "scale_add": (3, lambda a, b, c, s: _scale_add(a, b, s)),  # read a, b, write a (in place)
-    "triad": (3, lambda a, b, c, s: _triad(a, b, c, s)),       # read b, c, write a
+    "triad": (3, lambda a, b, c, s: _triad(a, b, c, s)),  # read b, c, write a
 }
 
 
@@ -142,8 +153,10 @@ class StreamArrays:
     def __init__(self, n: int, dtype="float32"):
         rng = np.random.default_rng(0)
         self.n = n
-        self.arrays = {name: [rng.random(n).astype(dtype) for _ in range(3 if name == "triad" else 2)]
-                       for name in STREAM_KERNELS}
+        self.arrays = {
+            name: [rng.random(n).astype(dtype) for _ in range(3 if name == "triad" else 2)]
+            for name in STREAM_KERNELS
+        }
         self.s = np.dtype(dtype).type(1e-3)
         self.itemsize = np.dtype(dtype).itemsize
 
@@ -178,8 +191,15 @@ def stream_bandwidth(n: int = 10_000_000, repeat: int = 10, dtype="float32") -> 
     out = arrays.gbs(interleaved(arrays.calls(), rounds=repeat, warmup=1))
     best = max(out, key=lambda k: out[k]["best_gbs"])
     median = max(out, key=lambda k: out[k]["median_gbs"])
-    return {"n": n, "dtype": str(np.dtype(dtype)), "kernels": out, "best_gbs": out[best]["best_gbs"],
-            "best_kernel": best, "median_gbs": out[median]["median_gbs"], "median_kernel": median}
+    return {
+        "n": n,
+        "dtype": str(np.dtype(dtype)),
+        "kernels": out,
+        "best_gbs": out[best]["best_gbs"],
+        "best_kernel": best,
+        "median_gbs": out[median]["median_gbs"],
+        "median_kernel": median,
+    }
 
 
 # -- threads ----------------------------------------------------------------------------------
@@ -219,8 +239,11 @@ def cuda_stream_bandwidth(dev, n: int = 50_000_000, repeat: int = 10) -> dict:
         a = xp.zeros(n, dtype=xp.float32)
         b = xp.ones(n, dtype=xp.float32)
         t = timeit(lambda: a.__setitem__(Ellipsis, b), repeat=repeat, sync=dev.synchronize)
-    return {"n": n, "copy_best_gbs": 8 * n / t["best_s"] / 1e9,
-            "copy_median_gbs": 8 * n / t["median_s"] / 1e9}
+    return {
+        "n": n,
+        "copy_best_gbs": 8 * n / t["best_s"] / 1e9,
+        "copy_median_gbs": 8 * n / t["median_s"] / 1e9,
+    }
 
 
 # -- reporting -----------------------------------------------------------------------------------
@@ -228,9 +251,14 @@ def machine_info() -> dict:
     """CPU, core count, Numba threads and threading layer, library versions, load average."""
     import numba
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "numba_threads": numba.get_num_threads(),
-            "cpu_count": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -240,8 +268,17 @@ def machine_info() -> dict:
         info["threading_layer"] = numba.threading_layer()
     except ValueError:  # no parallel region has run yet
         info["threading_layer"] = None
-    info["env"] = {k: os.environ[k] for k in ("OMP_PROC_BIND", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                              "NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY") if k in os.environ}
+    info["env"] = {
+        k: os.environ[k]
+        for k in (
+            "OMP_PROC_BIND",
+            "OMP_NUM_THREADS",
+            "NUMBA_NUM_THREADS",
+            "NUMBA_THREADING_LAYER",
+            "OMP_WAIT_POLICY",
+        )
+        if k in os.environ
+    }
     try:
         info["loadavg"] = os.getloadavg()
     except OSError:
@@ -269,8 +306,12 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """Print ``rows`` as an aligned table; ``columns`` are ``(key, header, format)``."""
     cells = [[h for _, h, _ in columns]]
     for row in rows:
-        cells.append([("" if row.get(k) is None else (fmt.format(row[k]) if fmt else str(row[k])))
-                      for k, _, fmt in columns])
+        cells.append(
+            [
+                ("" if row.get(k) is None else (fmt.format(row[k]) if fmt else str(row[k])))
+                for k, _, fmt in columns
+            ]
+        )
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for j, r in enumerate(cells):
         pairs = enumerate(zip(r, widths, strict=True))
@@ -284,6 +325,10 @@ def add_common_args(parser: argparse.ArgumentParser, size: int, repeat: int) -> 
     parser.add_argument("--size", type=int, default=size, help=f"elements (default {size:,})")
     parser.add_argument("--repeat", type=int, default=repeat, help=f"timed repeats (default {repeat})")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
-                        help="which devices to measure (default all; cuda needs a real GPU)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "all"),
+        default="all",
+        help="which devices to measure (default all; cuda needs a real GPU)",
+    )
     return parser

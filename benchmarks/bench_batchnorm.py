@@ -116,8 +116,12 @@ def agreement_data(torch, n, c) -> dict:
     xt = torch.from_numpy(x).requires_grad_()
     yt = tb(xt)
     yt.backward(torch.from_numpy(dy))
-    return {"y": yt.detach().numpy().tolist(), "dx": xt.grad.numpy().tolist(),
-            "dgamma": tb.weight.grad.numpy().tolist(), "dbeta": tb.bias.grad.numpy().tolist()}
+    return {
+        "y": yt.detach().numpy().tolist(),
+        "dx": xt.grad.numpy().tolist(),
+        "dgamma": tb.weight.grad.numpy().tolist(),
+        "dbeta": tb.bias.grad.numpy().tolist(),
+    }
 
 
 def check_agreement(n, c, ref) -> float:
@@ -158,8 +162,9 @@ def bench_cpu(shapes, rounds, torch) -> list[dict]:
         row["gpunn fwd+bwd GB/s"] = nbytes / row["gpunn fwd+bwd"] / 1e9
         row["vs numpy"] = row["numpy fwd+bwd"] / row["gpunn fwd+bwd"]
         if torch is not None:
-            per_round = [b / a for a, b in zip(t["gpunn fwd+bwd"]["all_s"], t["torch fwd+bwd"]["all_s"],
-                                               strict=True)]
+            per_round = [
+                b / a for a, b in zip(t["gpunn fwd+bwd"]["all_s"], t["torch fwd+bwd"]["all_s"], strict=True)
+            ]
             row["vs torch"] = statistics.median(per_round)
             m = min(n, 512)
             row["max rel diff vs torch"] = check_agreement(m, c, agreement_data(torch, m, c))
@@ -184,8 +189,11 @@ def bench_cuda(shapes, rounds) -> list[dict]:
                 bn.forward(x, True)
                 bn.backward(dy)
 
-            calls = {"gpunn fwd+bwd": fb, "gpunn fwd (train)": lambda bn=bn, x=x: bn.forward(x, True),
-                     "gpunn fwd (eval)": lambda bn=bn, x=x: bn.forward(x, False)}
+            calls = {
+                "gpunn fwd+bwd": fb,
+                "gpunn fwd (train)": lambda bn=bn, x=x: bn.forward(x, True),
+                "gpunn fwd (eval)": lambda bn=bn, x=x: bn.forward(x, False),
+            }
             t = interleaved(calls, rounds=rounds, warmup=3, sync=sync)
             row = {"shape": f"{n}x{c}"}
             for name, r in t.items():
@@ -212,10 +220,13 @@ def main(argv=None) -> dict:
         torch = None if args.no_torch else load_torch(numba.get_num_threads())
         bw = stream_bandwidth(n=8_000_000, repeat=5)
         rows = bench_cpu(shapes, args.rounds, torch)
-        payload["cpu"] = {"stream_best_gbs": bw["best_gbs"], "results": rows,
-                          "torch": None if torch is None else torch.__version__,
-                          "torch_threads": None if torch is None else torch.get_num_threads(),
-                          "threads": numba.get_num_threads()}
+        payload["cpu"] = {
+            "stream_best_gbs": bw["best_gbs"],
+            "results": rows,
+            "torch": None if torch is None else torch.__version__,
+            "torch_threads": None if torch is None else torch.get_num_threads(),
+            "threads": numba.get_num_threads(),
+        }
         cols = [("shape", "shape", "")]
         for name in rows[0]:
             if name in ("shape", "n", "c") or name.endswith(" best"):
@@ -226,27 +237,35 @@ def main(argv=None) -> dict:
                 cols.append((name, name.replace("gpunn ", ""), "{:.2f}"))
             else:
                 cols.append((name, name + " µs", "{:.1f}"))
-        shown = [{k: v * 1e6 if any(k == c[0] and c[1].endswith("µs") for c in cols) else v
-                  for k, v in r.items()} for r in rows]
-        print(f"cpu ({numba.get_num_threads()} threads, streaming bandwidth {bw['best_gbs']:.1f} GB/s), "
-              "medians:")
+        shown = [
+            {k: v * 1e6 if any(k == c[0] and c[1].endswith("µs") for c in cols) else v for k, v in r.items()}
+            for r in rows
+        ]
+        print(
+            f"cpu ({numba.get_num_threads()} threads, streaming bandwidth {bw['best_gbs']:.1f} GB/s), "
+            "medians:"
+        )
         print_table(shown, cols)
         big = next((r for r in rows if (r["n"], r["c"]) == (4096, 1024)), None)
         if big is not None and torch is not None:
             ok = big["vs torch"] >= 1.0
             payload["cpu"]["target_met"] = ok
-            print(f"target ({TARGET}): {'met' if ok else 'NOT met'} -- medians: gpunn "
-                  f"{big['gpunn fwd+bwd'] * 1e3:.2f} ms, torch {big['torch fwd+bwd'] * 1e3:.2f} ms; "
-                  f"median of the per-round ratios {big['vs torch']:.2f}x; best of {args.rounds}: gpunn "
-                  f"{big['gpunn fwd+bwd best'] * 1e3:.2f} ms, torch {big['torch fwd+bwd best'] * 1e3:.2f} ms "
-                  f"({big['torch fwd+bwd best'] / big['gpunn fwd+bwd best']:.2f}x)")
+            print(
+                f"target ({TARGET}): {'met' if ok else 'NOT met'} -- medians: gpunn "
+                f"{big['gpunn fwd+bwd'] * 1e3:.2f} ms, torch {big['torch fwd+bwd'] * 1e3:.2f} ms; "
+                f"median of the per-round ratios {big['vs torch']:.2f}x; best of {args.rounds}: gpunn "
+                f"{big['gpunn fwd+bwd best'] * 1e3:.2f} ms, torch {big['torch fwd+bwd best'] * 1e3:.2f} ms "
+                f"({big['torch fwd+bwd best'] / big['gpunn fwd+bwd best']:.2f}x)"
+            )
     if args.device in ("cuda", "all"):
         ok, why = cuda_status()
         if ok:
             payload["cuda"] = {"results": bench_cuda(shapes, args.rounds)}
             for r in payload["cuda"]["results"]:
-                print(f"cuda {r['shape']}: fwd+bwd {r['gpunn fwd+bwd'] * 1e6:.1f} µs "
-                      f"({r['gpunn fwd+bwd GB/s']:.0f} GB/s)")
+                print(
+                    f"cuda {r['shape']}: fwd+bwd {r['gpunn fwd+bwd'] * 1e6:.1f} µs "
+                    f"({r['gpunn fwd+bwd GB/s']:.0f} GB/s)"
+                )
         else:
             payload["cuda"] = why
             print(f"cuda: {why}")

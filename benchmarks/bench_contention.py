@@ -56,8 +56,9 @@ def _run(cmd: list[str], env: dict, timeout: float) -> float:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     m = WALL.findall(out.stdout)
     if out.returncode != 0 or not m:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n"
-                           f"{out.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+        )
     return float(m[-1])
 
 
@@ -77,6 +78,7 @@ def torch_worker(data_dir: str, epochs: int, seed: int = 0) -> None:
     model = to_torch(build("cpu", seed))
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     loss_fn = torch.nn.CrossEntropyLoss()
+
     def tensors(xs, ts):
         labels = ts.argmax(1) if ts.ndim == 2 else ts
         xs = np.ascontiguousarray(xs, dtype=np.float32)
@@ -89,7 +91,7 @@ def torch_worker(data_dir: str, epochs: int, seed: int = 0) -> None:
     for _ in range(epochs):
         order = torch.from_numpy(rng.permutation(len(x)))
         for i in range(0, len(x), 64):
-            idx = order[i:i + 64]
+            idx = order[i : i + 64]
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
@@ -115,23 +117,49 @@ class Busy:
 def _jobs(args) -> dict:
     """name -> (command, env, busy?)."""
     py, data = sys.executable, ["--data-dir", args.data_dir]
-    example = [py, str(EXAMPLES / "mnist_mlp.py"), "--device", "cpu", *data, "--epochs",
-               str(args.epochs), "--no-plot", "--no-progress"]
+    example = [
+        py,
+        str(EXAMPLES / "mnist_mlp.py"),
+        "--device",
+        "cpu",
+        *data,
+        "--epochs",
+        str(args.epochs),
+        "--no-plot",
+        "--no-progress",
+    ]
     torch_job = [py, __file__, "--worker", "torch", *data, "--epochs", str(args.epochs)]
-    jobs = {"gpunn idle": (example, _env(), False), "gpunn busy": (example, _env(), True),
-            # the control: the same job with every pool at one thread (what the busy process costs
-            # a purely serial job on this machine now)
-            "gpunn 1-thread env idle": (example, _env(one_thread=True), False),
-            "gpunn 1-thread env busy": (example, _env(one_thread=True), True)}
+    jobs = {
+        "gpunn idle": (example, _env(), False),
+        "gpunn busy": (example, _env(), True),
+        # the control: the same job with every pool at one thread (what the busy process costs
+        # a purely serial job on this machine now)
+        "gpunn 1-thread env idle": (example, _env(one_thread=True), False),
+        "gpunn 1-thread env busy": (example, _env(one_thread=True), True),
+    }
     if not args.no_torch:
         jobs.update({"torch idle": (torch_job, _env(), False), "torch busy": (torch_job, _env(), True)})
     if not args.no_mpi:
         mpirun = Path(py).with_name("mpirun")
-        dp = [str(mpirun if mpirun.exists() else "mpirun"), "-n", "2", py,
-              str(EXAMPLES / "mnist_data_parallel.py"), "--device", "cpu", *data,
-              "--epochs", str(args.mpi_epochs), "--no-progress"]
-        jobs.update({"mpirun -n 2 default": (dp, _env(), False),
-                     "mpirun -n 2 one thread/rank": (dp, _env(one_thread=True), False)})
+        dp = [
+            str(mpirun if mpirun.exists() else "mpirun"),
+            "-n",
+            "2",
+            py,
+            str(EXAMPLES / "mnist_data_parallel.py"),
+            "--device",
+            "cpu",
+            *data,
+            "--epochs",
+            str(args.mpi_epochs),
+            "--no-progress",
+        ]
+        jobs.update(
+            {
+                "mpirun -n 2 default": (dp, _env(), False),
+                "mpirun -n 2 one thread/rank": (dp, _env(one_thread=True), False),
+            }
+        )
     return jobs
 
 
@@ -143,8 +171,9 @@ def _ratio(res, a, b):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir",
-                    default=os.environ.get("GPUNN_DATA", str(ROOT.parent / "shared/data/mnist")))
+    ap.add_argument(
+        "--data-dir", default=os.environ.get("GPUNN_DATA", str(ROOT.parent / "shared/data/mnist"))
+    )
     ap.add_argument("--epochs", type=int, default=20, help="epochs of the main job (the README command: 20)")
     ap.add_argument("--mpi-epochs", type=int, default=10, help="epochs of the mpirun job")
     ap.add_argument("--rounds", type=int, default=3)
@@ -174,21 +203,32 @@ def main(argv=None) -> dict:
             res.setdefault(name, []).append(s)
             log.append({"round": r, "job": name, "seconds": s, "load_before": load})
             print(f"round {r}  {name:<30} {s:8.2f} s   ({load})", flush=True)
-    ratios = {"gpunn busy/idle": _ratio(res, "gpunn busy", "gpunn idle"),
-              "gpunn 1-thread env busy/idle (control)": _ratio(res, "gpunn 1-thread env busy",
-                                                               "gpunn 1-thread env idle"),
-              "torch busy/idle": _ratio(res, "torch busy", "torch idle"),
-              "mpirun default/one thread per rank": _ratio(res, "mpirun -n 2 default",
-                                                           "mpirun -n 2 one thread/rank"),
-              "torch idle/gpunn idle": _ratio(res, "torch idle", "gpunn idle")}
+    ratios = {
+        "gpunn busy/idle": _ratio(res, "gpunn busy", "gpunn idle"),
+        "gpunn 1-thread env busy/idle (control)": _ratio(
+            res, "gpunn 1-thread env busy", "gpunn 1-thread env idle"
+        ),
+        "torch busy/idle": _ratio(res, "torch busy", "torch idle"),
+        "mpirun default/one thread per rank": _ratio(
+            res, "mpirun -n 2 default", "mpirun -n 2 one thread/rank"
+        ),
+        "torch idle/gpunn idle": _ratio(res, "torch idle", "gpunn idle"),
+    }
     print(f"\nmedians over {args.rounds} rounds ({_load()}):")
     for name, v in res.items():
         print(f"  {name:<30} {statistics.median(v):8.2f} s   (range {min(v):.2f}-{max(v):.2f})")
     for name, v in ratios.items():
         if v is not None:
             print(f"  {name:<40} {v:.2f}x")
-    out = {"seconds": res, "ratios": ratios, "runs": log, "epochs": args.epochs,
-           "mpi_epochs": args.mpi_epochs, "load_end": os.getloadavg(), "cpus": os.cpu_count()}
+    out = {
+        "seconds": res,
+        "ratios": ratios,
+        "runs": log,
+        "epochs": args.epochs,
+        "mpi_epochs": args.mpi_epochs,
+        "load_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -62,8 +62,8 @@ BYTES = {cls.__name__: bytes_per_param(cls) for cls in optim.OPTIMIZERS}
 """Per parameter, float32, for every rule of the registry."""
 ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 """The CPUs this process may use, read before any OpenMP runtime pins a thread."""
-TARGET_STREAM = 0.85   # every fused CPU rule: ≥ 85 % of the streaming bandwidth
-TARGET_SMALL = 3.0     # small network: gpunn Adam ≥ 3× faster than torch's fused Adam
+TARGET_STREAM = 0.85  # every fused CPU rule: ≥ 85 % of the streaming bandwidth
+TARGET_SMALL = 3.0  # small network: gpunn Adam ≥ 3× faster than torch's fused Adam
 SMALL_SIZES = [784, 64, 16, 10]
 
 
@@ -118,18 +118,26 @@ def bench_cpu_rules(args):
         opt = cls()
         opt.update(params, grads)  # compile (or load from cache) and create the state
         pause()
-        calls = {"gpunn": lambda opt=opt, params=params, grads=grads: opt.update(params, grads),
-                 **stream.calls()}
+        calls = {
+            "gpunn": lambda opt=opt, params=params, grads=grads: opt.update(params, grads),
+            **stream.calls(),
+        }
         t = interleaved(calls, rounds=args.repeat)
         bw = stream.gbs(t)
         ref_best = max(bw.values(), key=lambda k: k["best_gbs"])["best_gbs"]
         ref_median = max(bw.values(), key=lambda k: k["median_gbs"])["median_gbs"]
         nbytes = BYTES[name] * n
-        row = {"rule": name, "bytes_per_param": BYTES[name],
-               "gpunn_ms": t["gpunn"]["median_s"] * 1e3, "gpunn_best_ms": t["gpunn"]["best_s"] * 1e3,
-               "gpunn_gbs": nbytes / t["gpunn"]["median_s"] / 1e9,
-               "gpunn_best_gbs": nbytes / t["gpunn"]["best_s"] / 1e9,
-               "stream": bw, "stream_median_gbs": ref_median, "stream_best_gbs": ref_best}
+        row = {
+            "rule": name,
+            "bytes_per_param": BYTES[name],
+            "gpunn_ms": t["gpunn"]["median_s"] * 1e3,
+            "gpunn_best_ms": t["gpunn"]["best_s"] * 1e3,
+            "gpunn_gbs": nbytes / t["gpunn"]["median_s"] / 1e9,
+            "gpunn_best_gbs": nbytes / t["gpunn"]["best_s"] / 1e9,
+            "stream": bw,
+            "stream_median_gbs": ref_median,
+            "stream_best_gbs": ref_best,
+        }
         row["pct_stream"] = 100 * row["gpunn_gbs"] / ref_median
         row["pct_stream_best"] = 100 * row["gpunn_best_gbs"] / ref_best
         # back to back, as torch.optim is timed (the second thread's half of the buffer may still
@@ -143,8 +151,9 @@ def bench_cpu_rules(args):
         g = {"W": (0.01 * np.random.default_rng(2).standard_normal(n)).astype(np.float32)}
         naive = getattr(references, name)()
         naive.update(p, g)
-        t = timeit(lambda naive=naive, p=p, g=g: naive.update(p, g), repeat=max(3, args.repeat // 4),
-                   warmup=1)
+        t = timeit(
+            lambda naive=naive, p=p, g=g: naive.update(p, g), repeat=max(3, args.repeat // 4), warmup=1
+        )
         row["numpy_ms"] = t["median_s"] * 1e3
         del p, g, naive
         rows.append(row)
@@ -210,13 +219,26 @@ def run_torch_worker(args):
 
     if importlib.util.find_spec("torch") is None:
         return None
-    cmd = [sys.executable, __file__, "--torch-worker", "--size", str(args.size), "--repeat", str(args.repeat),
-           "--threads", str(numba.get_num_threads())]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--torch-worker",
+        "--size",
+        str(args.size),
+        "--repeat",
+        str(args.repeat),
+        "--threads",
+        str(numba.get_num_threads()),
+    ]
     # with OMP_PROC_BIND, the OpenMP runtime has pinned this (main) thread to one CPU; a child
     # would inherit that mask and run all of torch's threads on one CPU: give it every CPU back
     cpus = ALL_CPUS
-    proc = subprocess.run(cmd, capture_output=True, text=True,
-                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     if proc.returncode != 0:
         print(f"torch.optim: the worker failed:\n{proc.stderr[-2000:]}")
         return None
@@ -233,11 +255,19 @@ def bench_cuda(args):
         opt = cls()
         opt.update(params, grads)
         dev.synchronize()
-        t = timeit(lambda opt=opt, params=params, grads=grads: opt.update(params, grads), repeat=args.repeat,
-                   sync=dev.synchronize)
+        t = timeit(
+            lambda opt=opt, params=params, grads=grads: opt.update(params, grads),
+            repeat=args.repeat,
+            sync=dev.synchronize,
+        )
         name = cls.__name__
-        out["rules"].append({"rule": name, "gpunn_us": t["median_s"] * 1e6,
-                             "gpunn_gbs": BYTES[name] * n / t["median_s"] / 1e9})
+        out["rules"].append(
+            {
+                "rule": name,
+                "gpunn_us": t["median_s"] * 1e6,
+                "gpunn_gbs": BYTES[name] * n / t["median_s"] / 1e9,
+            }
+        )
     net = gpunn.MLP(SMALL_SIZES[0], SMALL_SIZES[1:-1], SMALL_SIZES[-1], device=dev, seed=0)
     opt = optim.Adam()
     opt.update(net.params, net.grads)
@@ -246,13 +276,145 @@ def bench_cuda(args):
     return out
 
 
+def _add_torch(args, rows, small):
+    """torch.optim's timings (measured in its own process) added to the rows, unless --no-torch."""
+    tw = None if args.no_torch else run_torch_worker(args)
+    if tw is None:
+        return
+    print(f"  torch {tw['torch']}: measured in its own process, {tw['threads']} threads", flush=True)
+    for row in rows:
+        for impl, t in tw["rules"][row["rule"]].items():
+            row[f"torch_{impl}_ms"] = t["median_ms"]
+            row[f"torch_{impl}_best_ms"] = t["best_ms"]
+        if row.get("torch_fused_ms"):
+            row["speedup_vs_torch_fused"] = row["torch_fused_ms"] / row["gpunn_b2b_ms"]
+    small["torch_us"] = tw["small_net"]
+
+
+def _print_cpu(args, rows, small):
+    """The rules' table and the small network's table."""
+    print(
+        f"\nOne step on {args.size:,} float32 parameters.  "
+        f"gpunn ms, GB/s: median of {args.repeat} rounds, "
+        "each timing the step and the stream kernels\n(copy, in-place scale-add, triad; own arrays, "
+        "cold cache) in turn.  GB/s = bytes/param x n / time.  % stream = gpunn GB/s / the best\n"
+        "stream kernel's GB/s (median/median and best/best).  b2b ms: steps back to back, as torch "
+        "is timed (in its own process; best of 3 blocks for both); x torch = torch fused ms / b2b ms."
+    )
+    print_table(
+        rows,
+        [
+            ("rule", "rule", ""),
+            ("bytes_per_param", "B/param", "{}"),
+            ("gpunn_ms", "gpunn ms", "{:.2f}"),
+            ("gpunn_gbs", "GB/s", "{:.1f}"),
+            ("stream_median_gbs", "stream GB/s", "{:.1f}"),
+            ("pct_stream", "% stream", "{:.0f}"),
+            ("pct_stream_best", "% (best)", "{:.0f}"),
+            ("numpy_ms", "NumPy ms", "{:.1f}"),
+            ("gpunn_b2b_ms", "b2b ms", "{:.2f}"),
+            ("torch_fused_ms", "torch fused ms", "{:.2f}"),
+            ("torch_foreach_ms", "torch foreach ms", "{:.2f}"),
+            ("speedup_vs_torch_fused", "x torch", "{:.2f}"),
+        ],
+    )
+    net = "-".join(map(str, SMALL_SIZES))
+    print(
+        f"\nOne step of the {net} network ({small['n_params']:,} parameters, "
+        f"{small['arrays']} arrays; gpunn: one launch on the flat buffer), steps back to back, "
+        "best of 3 blocks"
+    )
+    small_rows = [
+        {"impl": f"gpunn {k}", "median": v["median"], "best": v["best"]} for k, v in small["gpunn_us"].items()
+    ]
+    for impl, t in small.get("torch_us", {}).items():
+        small_rows.append({"impl": f"torch {impl.replace('_', ' ')}", **t})
+    print_table(
+        small_rows,
+        [("impl", "implementation", ""), ("median", "median us", "{:.1f}"), ("best", "best us", "{:.1f}")],
+    )
+
+
+def _cpu_targets(args, rows, small):
+    """The targets (streaming bandwidth; Adam against torch's fused Adam), printed and returned."""
+    targets = {
+        "stream_pct_min": min(r["pct_stream"] for r in rows),
+        "stream_pct_best_min": min(r["pct_stream_best"] for r in rows),
+    }
+    adam = next(r for r in rows if r["rule"] == "Adam")
+    if adam.get("torch_fused_ms"):
+        targets["adam_vs_torch_fused_big"] = adam["torch_fused_ms"] / adam["gpunn_b2b_ms"]
+    if "adam_fused" in small.get("torch_us", {}):
+        targets["adam_vs_torch_fused_small"] = (
+            small["torch_us"]["adam_fused"]["median"] / small["gpunn_us"]["Adam"]["median"]
+        )
+    print("\nTargets:")
+    ok = targets["stream_pct_min"] >= 100 * TARGET_STREAM
+    print(
+        f"  every rule >= {TARGET_STREAM:.0%} of streaming bandwidth: "
+        f"lowest {targets['stream_pct_min']:.0f}% "
+        f"(medians), {targets['stream_pct_best_min']:.0f}% (bests) -> {'met' if ok else 'MISSED'}"
+    )
+    if "adam_vs_torch_fused_big" in targets:
+        x = targets["adam_vs_torch_fused_big"]
+        print(
+            f"  Adam at least as fast as torch fused Adam ({args.size:,}): {x:.2f}x -> "
+            f"{'met' if x >= 1 else 'MISSED'}"
+        )
+    if "adam_vs_torch_fused_small" in targets:
+        x = targets["adam_vs_torch_fused_small"]
+        print(
+            f"  Adam >= {TARGET_SMALL:.0f}x torch fused Adam on the small network: {x:.2f}x -> "
+            f"{'met' if x >= TARGET_SMALL else 'MISSED'}"
+        )
+    return targets
+
+
+def _bench_cpu_all(args, result):
+    """The CPU part: every rule on the big buffer, the small network, torch when there."""
+    info = machine_info()
+    print(
+        f"cpu: {info.get('cpu')}, {info['numba_threads']} Numba threads, "
+        f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', '(unset)')}; "
+        f"{args.size:,} float32 parameters, {args.repeat} rounds",
+        flush=True,
+    )
+    rows = bench_cpu_rules(args)
+    small = bench_small_net(args)
+    _add_torch(args, rows, small)
+    _print_cpu(args, rows, small)
+    result["cpu"] = {"rules": rows, "small_net": small}
+    result["cpu"]["targets"] = _cpu_targets(args, rows, small)
+
+
+def _bench_cuda_all(args, result):
+    """The CUDA part, or the reason it was not measured."""
+    ok, reason = cuda_status()
+    if not ok:
+        print(f"\ncuda: {reason}")
+        result["cuda"] = reason
+    else:
+        cuda = bench_cuda(args)
+        result["cuda"] = cuda
+        print(f"\ncuda ({cuda['device']}): copy bandwidth {cuda['stream']['copy_best_gbs']:.0f} GB/s")
+        print_table(
+            cuda["rules"],
+            [("rule", "rule", ""), ("gpunn_us", "gpunn us", "{:.1f}"), ("gpunn_gbs", "GB/s", "{:.0f}")],
+        )
+        print(f"small network Adam step: {cuda['small_net_adam_us']:.1f} us")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_args(parser, size=10_000_000, repeat=20)
     parser.add_argument("--no-torch", action="store_true", help="skip torch.optim even if installed")
-    parser.add_argument("--no-bind", action="store_true",
-                        help="do not set OMP_PROC_BIND=true (see benchmarks/_common.py: bind_threads)")
+    parser.add_argument(
+        "--no-bind",
+        action="store_true",
+        help="do not set OMP_PROC_BIND=true (see benchmarks/_common.py: bind_threads)",
+    )
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -263,86 +425,9 @@ def main(argv=None):
     result = {"size": args.size, "repeat": args.repeat, "dtype": "float32"}
 
     if args.device in ("cpu", "all"):
-        info = machine_info()
-        print(f"cpu: {info.get('cpu')}, {info['numba_threads']} Numba threads, "
-              f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', '(unset)')}; "
-              f"{args.size:,} float32 parameters, {args.repeat} rounds", flush=True)
-        rows = bench_cpu_rules(args)
-        small = bench_small_net(args)
-        tw = None if args.no_torch else run_torch_worker(args)
-        if tw is not None:
-            print(f"  torch {tw['torch']}: measured in its own process, {tw['threads']} threads", flush=True)
-            for row in rows:
-                for impl, t in tw["rules"][row["rule"]].items():
-                    row[f"torch_{impl}_ms"] = t["median_ms"]
-                    row[f"torch_{impl}_best_ms"] = t["best_ms"]
-                if row.get("torch_fused_ms"):
-                    row["speedup_vs_torch_fused"] = row["torch_fused_ms"] / row["gpunn_b2b_ms"]
-            small["torch_us"] = tw["small_net"]
-
-        print(f"\nOne step on {args.size:,} float32 parameters.  "
-              f"gpunn ms, GB/s: median of {args.repeat} rounds, "
-              "each timing the step and the stream kernels\n(copy, in-place scale-add, triad; own arrays, "
-              "cold cache) in turn.  GB/s = bytes/param x n / time.  % stream = gpunn GB/s / the best\n"
-              "stream kernel's GB/s (median/median and best/best).  b2b ms: steps back to back, as torch "
-              "is timed (in its own process; best of 3 blocks for both); x torch = torch fused ms / b2b ms.")
-        print_table(rows, [
-            ("rule", "rule", ""), ("bytes_per_param", "B/param", "{}"), ("gpunn_ms", "gpunn ms", "{:.2f}"),
-            ("gpunn_gbs", "GB/s", "{:.1f}"), ("stream_median_gbs", "stream GB/s", "{:.1f}"),
-            ("pct_stream", "% stream", "{:.0f}"), ("pct_stream_best", "% (best)", "{:.0f}"),
-            ("numpy_ms", "NumPy ms", "{:.1f}"), ("gpunn_b2b_ms", "b2b ms", "{:.2f}"),
-            ("torch_fused_ms", "torch fused ms", "{:.2f}"),
-            ("torch_foreach_ms", "torch foreach ms", "{:.2f}"),
-            ("speedup_vs_torch_fused", "x torch", "{:.2f}"),
-        ])
-        net = "-".join(map(str, SMALL_SIZES))
-        print(f"\nOne step of the {net} network ({small['n_params']:,} parameters, "
-              f"{small['arrays']} arrays; gpunn: one launch on the flat buffer), steps back to back, "
-              "best of 3 blocks")
-        small_rows = [{"impl": f"gpunn {k}", "median": v["median"], "best": v["best"]}
-                      for k, v in small["gpunn_us"].items()]
-        for impl, t in small.get("torch_us", {}).items():
-            small_rows.append({"impl": f"torch {impl.replace('_', ' ')}", **t})
-        print_table(small_rows, [("impl", "implementation", ""), ("median", "median us", "{:.1f}"),
-                                 ("best", "best us", "{:.1f}")])
-        result["cpu"] = {"rules": rows, "small_net": small}
-
-        targets = {"stream_pct_min": min(r["pct_stream"] for r in rows),
-                   "stream_pct_best_min": min(r["pct_stream_best"] for r in rows)}
-        adam = next(r for r in rows if r["rule"] == "Adam")
-        if adam.get("torch_fused_ms"):
-            targets["adam_vs_torch_fused_big"] = adam["torch_fused_ms"] / adam["gpunn_b2b_ms"]
-        if "adam_fused" in small.get("torch_us", {}):
-            targets["adam_vs_torch_fused_small"] = (small["torch_us"]["adam_fused"]["median"]
-                                                    / small["gpunn_us"]["Adam"]["median"])
-        result["cpu"]["targets"] = targets
-        print("\nTargets:")
-        ok = targets["stream_pct_min"] >= 100 * TARGET_STREAM
-        print(f"  every rule >= {TARGET_STREAM:.0%} of streaming bandwidth: "
-              f"lowest {targets['stream_pct_min']:.0f}% "
-              f"(medians), {targets['stream_pct_best_min']:.0f}% (bests) -> {'met' if ok else 'MISSED'}")
-        if "adam_vs_torch_fused_big" in targets:
-            x = targets["adam_vs_torch_fused_big"]
-            print(f"  Adam at least as fast as torch fused Adam ({args.size:,}): {x:.2f}x -> "
-                  f"{'met' if x >= 1 else 'MISSED'}")
-        if "adam_vs_torch_fused_small" in targets:
-            x = targets["adam_vs_torch_fused_small"]
-            print(f"  Adam >= {TARGET_SMALL:.0f}x torch fused Adam on the small network: {x:.2f}x -> "
-                  f"{'met' if x >= TARGET_SMALL else 'MISSED'}")
-
+        _bench_cpu_all(args, result)
     if args.device in ("cuda", "all"):
-        ok, reason = cuda_status()
-        if not ok:
-            print(f"\ncuda: {reason}")
-            result["cuda"] = reason
-        else:
-            cuda = bench_cuda(args)
-            result["cuda"] = cuda
-            print(f"\ncuda ({cuda['device']}): copy bandwidth {cuda['stream']['copy_best_gbs']:.0f} GB/s")
-            print_table(cuda["rules"], [("rule", "rule", ""), ("gpunn_us", "gpunn us", "{:.1f}"),
-                                        ("gpunn_gbs", "GB/s", "{:.0f}")])
-            print(f"small network Adam step: {cuda['small_net_adam_us']:.1f} us")
-
+        _bench_cuda_all(args, result)
     if args.json:
         write_json(args.json, result)
     return result

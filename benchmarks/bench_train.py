@@ -44,15 +44,21 @@ def _preset_threads(argv):
     """``--threads N`` must reach OpenBLAS (NumPy's BLAS) before NumPy is imported: set the
     environment of every pool (OpenBLAS, OpenMP/torch, MKL, Numba) here."""
     for i, a in enumerate(argv):
-        n = a.split("=", 1)[1] if a.startswith("--threads=") else (argv[i + 1] if a == "--threads" and
-                                                                    i + 1 < len(argv) else None)
+        n = (
+            a.split("=", 1)[1]
+            if a.startswith("--threads=")
+            else (argv[i + 1] if a == "--threads" and i + 1 < len(argv) else None)
+        )
         if n:
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
                 os.environ[var] = n
         if a == "--passive":
             os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        layer = a.split("=", 1)[1] if a.startswith("--numba-layer=") else (
-            argv[i + 1] if a == "--numba-layer" and i + 1 < len(argv) else None)
+        layer = (
+            a.split("=", 1)[1]
+            if a.startswith("--numba-layer=")
+            else (argv[i + 1] if a == "--numba-layer" and i + 1 < len(argv) else None)
+        )
         if layer:
             os.environ["NUMBA_THREADING_LAYER"] = layer
     # gpunn's thread policy (gpunn.cpu_threads): Numba's parallel kernels on the workqueue
@@ -78,8 +84,15 @@ CASES = {
 
 
 def make_gpunn(case, device="cpu"):
-    net = gpunn.MLP(case["sizes"][0], case["sizes"][1:-1], case["sizes"][-1], activation=case["act"],
-                    batchnorm=case["bn"], device=device, seed=0)
+    net = gpunn.MLP(
+        case["sizes"][0],
+        case["sizes"][1:-1],
+        case["sizes"][-1],
+        activation=case["act"],
+        batchnorm=case["bn"],
+        device=device,
+        seed=0,
+    )
     opt = gpunn.optim.Adam(lr=1e-3)
 
     def step(x, t):
@@ -143,6 +156,7 @@ def looped(step, xs, ts, steps):
     def run():
         for i in range(steps):
             step(xs[i % len(xs)], ts[i % len(ts)])
+
     return run
 
 
@@ -154,8 +168,9 @@ def bench_case(name, case, steps, rounds, have_torch, gpu):
         import torch
 
         _, t_step = make_torch(net)
-        fns["torch"] = looped(t_step, [torch.from_numpy(x) for x in xs], [torch.from_numpy(t) for t in ts],
-                              steps)
+        fns["torch"] = looped(
+            t_step, [torch.from_numpy(x) for x in xs], [torch.from_numpy(t) for t in ts], steps
+        )
     if name == "textbook":
         fns["gpunn_floor"] = looped(make_floor(make_gpunn(case)[0]), xs, ts, steps)
     if name == "relu100":
@@ -163,8 +178,15 @@ def bench_case(name, case, steps, rounds, have_torch, gpu):
     res = interleaved(fns, rounds=rounds)
     rows = []
     for impl, r in res.items():
-        rows.append({"case": name, "impl": impl, "device": "cpu", "step_us": r["median_s"] / steps * 1e6,
-                     "samples_per_s": steps * case["batch"] / r["median_s"]})
+        rows.append(
+            {
+                "case": name,
+                "impl": impl,
+                "device": "cpu",
+                "step_us": r["median_s"] / steps * 1e6,
+                "samples_per_s": steps * case["batch"] / r["median_s"],
+            }
+        )
     base = "numpy_f64" if name == "relu100" else "torch"
     ref = next((r for r in rows if r["impl"] == base), None)
     for r in rows:
@@ -177,8 +199,15 @@ def bench_case(name, case, steps, rounds, have_torch, gpu):
         ct = [dev.to_device(t) for t in ts]
         r = interleaved({"gpunn_cuda": looped(c_step, cx, ct, steps)}, rounds=rounds, sync=dev.synchronize)
         t = r["gpunn_cuda"]["median_s"]
-        rows.append({"case": name, "impl": "gpunn", "device": dev.name, "step_us": t / steps * 1e6,
-                     "samples_per_s": steps * case["batch"] / t})
+        rows.append(
+            {
+                "case": name,
+                "impl": "gpunn",
+                "device": dev.name,
+                "step_us": t / steps * 1e6,
+                "samples_per_s": steps * case["batch"] / t,
+            }
+        )
     return rows
 
 
@@ -198,8 +227,9 @@ def bench_epoch(repeat, have_torch):
     times = {"gpunn": [], "torch": []}
     for r in range(repeat):
         net, _ = make_gpunn(case)
-        trainer = gpunn.Trainer(net, gpunn.optim.Adam(lr=1e-3), epochs=1, batch_size=case["batch"], seed=r,
-                                progress=False)
+        trainer = gpunn.Trainer(
+            net, gpunn.optim.Adam(lr=1e-3), epochs=1, batch_size=case["batch"], seed=r, progress=False
+        )
         trainer.fit(x, t)
         times["gpunn"].append(trainer.history["epoch_time"][0])
         if have_torch:
@@ -210,14 +240,22 @@ def bench_epoch(repeat, have_torch):
             start = time.perf_counter()
             order = torch.from_numpy(np.random.default_rng(r).permutation(len(x)))
             for s in range(0, len(x), case["batch"]):
-                idx = order[s:s + case["batch"]]
+                idx = order[s : s + case["batch"]]
                 t_step(xt[idx], tt[idx])
             times["torch"].append(time.perf_counter() - start)
     rows = []
     for impl, ts_ in times.items():
         if ts_:
-            rows.append({"case": "epoch", "impl": impl, "device": "cpu", "epoch_s": statistics.median(ts_),
-                         "samples_per_s": len(x) / statistics.median(ts_), "data": what})
+            rows.append(
+                {
+                    "case": "epoch",
+                    "impl": impl,
+                    "device": "cpu",
+                    "epoch_s": statistics.median(ts_),
+                    "samples_per_s": len(x) / statistics.median(ts_),
+                    "data": what,
+                }
+            )
     if len(rows) == 2:
         for r in rows:
             r["vs"], r["ratio"] = "torch", rows[1]["epoch_s"] / r["epoch_s"]
@@ -230,14 +268,25 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=50, help="training steps per timed round")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median reported)")
     ap.add_argument("--epoch-repeat", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads for every pool: OpenBLAS, Numba, torch (default: all cores)")
-    ap.add_argument("--passive", action="store_true",
-                    help="OMP_WAIT_POLICY=PASSIVE for every OpenMP runtime (Numba's and torch's): idle "
-                         "workers sleep instead of spinning against OpenBLAS's threads")
-    ap.add_argument("--numba-layer", default=None, choices=("workqueue", "omp", "tbb", "default"),
-                    help="Numba threading layer (default workqueue, gpunn's policy; omp: its OpenMP "
-                         "workers spin after each parallel region and fight OpenBLAS's threads)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every pool: OpenBLAS, Numba, torch (default: all cores)",
+    )
+    ap.add_argument(
+        "--passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE for every OpenMP runtime (Numba's and torch's): idle "
+        "workers sleep instead of spinning against OpenBLAS's threads",
+    )
+    ap.add_argument(
+        "--numba-layer",
+        default=None,
+        choices=("workqueue", "omp", "tbb", "default"),
+        help="Numba threading layer (default workqueue, gpunn's policy; omp: its OpenMP "
+        "workers spin after each parallel region and fight OpenBLAS's threads)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     bind_threads()
@@ -257,20 +306,31 @@ def main(argv=None):
     gpu, why = cuda_status()
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "all cores")
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"threads: {threads} (Numba, torch; OpenBLAS: {blas}); Numba layer: "
-          f"{os.environ.get('NUMBA_THREADING_LAYER')}; OMP_WAIT_POLICY: "
-          f"{os.environ.get('OMP_WAIT_POLICY', 'default')}; load average: {load}; "
-          f"cuda: {'measured' if gpu else why}")
+    print(
+        f"threads: {threads} (Numba, torch; OpenBLAS: {blas}); Numba layer: "
+        f"{os.environ.get('NUMBA_THREADING_LAYER')}; OMP_WAIT_POLICY: "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'default')}; load average: {load}; "
+        f"cuda: {'measured' if gpu else why}"
+    )
     rows = []
     for name in args.cases.split(","):
         if name == "epoch":
             rows += bench_epoch(args.epoch_repeat, have_torch)
         else:
             rows += bench_case(name, CASES[name], args.steps, args.rounds, have_torch, gpu)
-    print_table(rows, [("case", "case", ""), ("impl", "impl", ""), ("device", "device", ""),
-                       ("step_us", "µs/step", "{:.1f}"), ("epoch_s", "s/epoch", "{:.2f}"),
-                       ("samples_per_s", "samples/s", "{:,.0f}"), ("ratio", "× baseline", "{:.2f}"),
-                       ("vs", "baseline", "")])
+    print_table(
+        rows,
+        [
+            ("case", "case", ""),
+            ("impl", "impl", ""),
+            ("device", "device", ""),
+            ("step_us", "µs/step", "{:.1f}"),
+            ("epoch_s", "s/epoch", "{:.2f}"),
+            ("samples_per_s", "samples/s", "{:,.0f}"),
+            ("ratio", "× baseline", "{:.2f}"),
+            ("vs", "baseline", ""),
+        ],
+    )
     if not gpu:
         print(f"cuda: {why}")
     if args.json:

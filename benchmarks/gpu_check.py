@@ -98,8 +98,15 @@ def last_line(text: str) -> str:
 def run_command(cmd: list, timeout: float, env: dict, log: Path | None = None) -> tuple[int, str]:
     """Run ``cmd`` (stdout and stderr together) from the repository root; on timeout kill its whole
     process group and raise :class:`StepTimeout`.  The output is also written to ``log``."""
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
         timed_out = False
@@ -127,8 +134,9 @@ def run_json(ctx: Context, cmd: list, json_path: Path, timeout: float, log_name:
 def run_worker(ctx: Context, worker: str, timeout: float, tag: str = "") -> dict:
     """Run one of this script's in-process measurements (``--worker``) in a subprocess."""
     path = ctx.raw_dir / f"{worker}{tag}.json"
-    return run_json(ctx, [ctx.python, __file__, "--worker", worker, "--out", path], path, timeout,
-                    f"{worker}{tag}")
+    return run_json(
+        ctx, [ctx.python, __file__, "--worker", worker, "--out", path], path, timeout, f"{worker}{tag}"
+    )
 
 
 def run_bench(ctx: Context, script: str, args: list, timeout: float) -> dict:
@@ -150,8 +158,9 @@ def step_compile_cache(ctx: Context, timeout: float) -> dict:
     for label, run in (("empty cache", cold), ("cached", warm)):
         for net, s in run["first_step_s"].items():
             figures.append(figure(f"first {net} step, {label}", s, "s"))
-        figures.append(figure(f"CUDA kernels compiled / loaded, {label}",
-                              f"{run['cache_misses']} / {run['cache_hits']}"))
+        figures.append(
+            figure(f"CUDA kernels compiled / loaded, {label}", f"{run['cache_misses']} / {run['cache_hits']}")
+        )
     for net, s in warm["second_step_s"].items():
         figures.append(figure(f"second {net} step", s * 1e6, "us"))
     warned = cold["perf_warnings"] + warm["perf_warnings"]
@@ -160,8 +169,10 @@ def step_compile_cache(ctx: Context, timeout: float) -> dict:
     if cold["cache_misses"] == 0:
         problems.append("the first process compiled nothing (was the cache not empty?)")
     if warm["cache_misses"] or not warm["cache_hits"]:
-        problems.append(f"the second process compiled {warm['cache_misses']} kernels (cache hits: "
-                        f"{warm['cache_hits']}): the disk cache did not serve them")
+        problems.append(
+            f"the second process compiled {warm['cache_misses']} kernels (cache hits: "
+            f"{warm['cache_hits']}): the disk cache did not serve them"
+        )
     if warned:
         problems.append(f"{len(warned)} NumbaPerformanceWarning(s)")
     return {"ok": not problems, "figures": figures, "detail": "; ".join(problems)}
@@ -169,12 +180,17 @@ def step_compile_cache(ctx: Context, timeout: float) -> dict:
 
 def step_bandwidth(ctx: Context, timeout: float) -> dict:
     r = run_worker(ctx, "bandwidth", timeout)
-    names = {"d2d_memcpy": "device to device, cudaMemcpy (read + write)",
-             "d2d_kernel": "device to device, copy kernel (read + write)",
-             "h2d_pinned": "host to device, pinned", "d2h_pinned": "device to host, pinned",
-             "h2d_pageable": "host to device, pageable NumPy"}
-    figures = [figure(f"{text}, 1 GiB", r[key]["best_gbs"], "GB/s", f"median {r[key]['median_gbs']:.1f}")
-               for key, text in names.items()]
+    names = {
+        "d2d_memcpy": "device to device, cudaMemcpy (read + write)",
+        "d2d_kernel": "device to device, copy kernel (read + write)",
+        "h2d_pinned": "host to device, pinned",
+        "d2h_pinned": "device to host, pinned",
+        "h2d_pageable": "host to device, pageable NumPy",
+    }
+    figures = [
+        figure(f"{text}, 1 GiB", r[key]["best_gbs"], "GB/s", f"median {r[key]['median_gbs']:.1f}")
+        for key, text in names.items()
+    ]
     return {"ok": all(r[k]["best_gbs"] > 0 for k in names), "figures": figures, "detail": ""}
 
 
@@ -185,8 +201,10 @@ def step_bench_optim(ctx: Context, timeout: float) -> dict:
         return {"ok": False, "figures": [], "detail": f"bench_optim: cuda {cuda}"}
     n = data["size"]
     figures = [figure("copy kernel (CuPy, 50M float32)", cuda["stream"]["copy_best_gbs"], "GB/s")]
-    figures += [figure(f"{r['rule']} step, {n:,} params", r["gpunn_us"], "us", f"{r['gpunn_gbs']:.0f} GB/s")
-                for r in cuda["rules"]]
+    figures += [
+        figure(f"{r['rule']} step, {n:,} params", r["gpunn_us"], "us", f"{r['gpunn_gbs']:.0f} GB/s")
+        for r in cuda["rules"]
+    ]
     figures.append(figure("Adam step, 784-64-16-10 network", cuda["small_net_adam_us"], "us"))
     return {"ok": True, "figures": figures, "detail": ""}
 
@@ -198,16 +216,26 @@ def step_bench_batchnorm(ctx: Context, timeout: float) -> dict:
         return {"ok": False, "figures": [], "detail": f"bench_batchnorm: cuda {cuda}"}
     figures = []
     for r in cuda["results"]:
-        figures.append(figure(f"BatchNorm {r['shape']} forward+backward", r["gpunn fwd+bwd"] * 1e6, "us",
-                              f"{r['gpunn fwd+bwd GB/s']:.0f} GB/s"))
+        figures.append(
+            figure(
+                f"BatchNorm {r['shape']} forward+backward",
+                r["gpunn fwd+bwd"] * 1e6,
+                "us",
+                f"{r['gpunn fwd+bwd GB/s']:.0f} GB/s",
+            )
+        )
         figures.append(figure(f"BatchNorm {r['shape']} forward (train)", r["gpunn fwd (train)"] * 1e6, "us"))
         figures.append(figure(f"BatchNorm {r['shape']} forward (eval)", r["gpunn fwd (eval)"] * 1e6, "us"))
     return {"ok": bool(figures), "figures": figures, "detail": ""}
 
 
 def step_bench_train(ctx: Context, timeout: float) -> dict:
-    data = run_bench(ctx, "benchmarks/bench_train.py",
-                     ["--cases", "textbook,bn,relu100", "--steps", "20", "--rounds", "5"], timeout)
+    data = run_bench(
+        ctx,
+        "benchmarks/bench_train.py",
+        ["--cases", "textbook,bn,relu100", "--steps", "20", "--rounds", "5"],
+        timeout,
+    )
     rows = data.get("rows", [])
     cpu = {r["case"]: r for r in rows if r["impl"] == "gpunn" and r["device"] == "cpu"}
     torch = {r["case"]: r for r in rows if r["impl"] == "torch"}
@@ -226,8 +254,15 @@ def step_bench_train(ctx: Context, timeout: float) -> dict:
 
 def step_speed_comparison(ctx: Context, timeout: float) -> dict:
     r = run_worker(ctx, "speed", timeout)
-    figures = [figure(f"{name}, CUDA", v["cuda_samples_per_s"], "samples/s",
-                      f"CPU {v['cpu_samples_per_s']:,.0f}; {v['speedup']:.1f}x") for name, v in r.items()]
+    figures = [
+        figure(
+            f"{name}, CUDA",
+            v["cuda_samples_per_s"],
+            "samples/s",
+            f"CPU {v['cpu_samples_per_s']:,.0f}; {v['speedup']:.1f}x",
+        )
+        for name, v in r.items()
+    ]
     return {"ok": bool(figures), "figures": figures, "detail": ""}
 
 
@@ -254,8 +289,11 @@ def step_tests(ctx: Context, timeout: float) -> dict:
     cmd = [ctx.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ctx.pytest_args]
     rc, out = run_command(cmd, timeout, env, ctx.raw_dir / "tests.log")
     line, counts = pytest_counts(out)
-    figures = [figure(f"tests {word}", counts[word]) for word in ("passed", "failed", "errors", "skipped")
-               if word in counts]
+    figures = [
+        figure(f"tests {word}", counts[word])
+        for word in ("passed", "failed", "errors", "skipped")
+        if word in counts
+    ]
     figures.append(figure("test summary", line or "(no summary line)"))
     first = next((ln for ln in out.splitlines() if ln.startswith(("FAILED", "ERROR"))), None)
     if first:
@@ -291,8 +329,11 @@ def run_steps(steps: list, ctx: Context, budget_s: float, clock=time.monotonic, 
             res.update(_run_one(step, ctx, min(step.timeout_s, left)))
             res["seconds"] = clock() - t0
         results.append(res)
-        echo(f"[gpu_check] {step.name}: {res['status']} ({res['seconds']:.1f} s)"
-             + (f" -- {res['detail'].splitlines()[0]}" if res["detail"] else ""), flush=True)
+        echo(
+            f"[gpu_check] {step.name}: {res['status']} ({res['seconds']:.1f} s)"
+            + (f" -- {res['detail'].splitlines()[0]}" if res["detail"] else ""),
+            flush=True,
+        )
     return results
 
 
@@ -339,8 +380,12 @@ def _dist_version(name: str) -> str | None:
 
 def _smi_driver() -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", "0"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -355,15 +400,23 @@ def machine_info() -> dict:
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"]
     cupy_dists = sorted(d for d in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if _dist_version(d))
-    return {"gpu": name.decode() if isinstance(name, bytes) else str(name),
-            "compute_capability": f"{props['major']}.{props['minor']}",
-            "sm_count": props["multiProcessorCount"], "memory_gib": props["totalGlobalMem"] / GIB,
-            "driver": _smi_driver(), "driver_cuda": _cuda_version(cupy.cuda.runtime.driverGetVersion()),
-            "runtime_cuda": _cuda_version(cupy.cuda.runtime.runtimeGetVersion()),
-            "cupy": f"{cupy.__version__} ({', '.join(cupy_dists) or '?'})",
-            "numba_cuda": _dist_version("numba-cuda"), "cuda_bindings": _dist_version("cuda-bindings"),
-            "numba": numba.__version__, "numpy": numpy.__version__, "torch": _dist_version("torch"),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "gpu": name.decode() if isinstance(name, bytes) else str(name),
+        "compute_capability": f"{props['major']}.{props['minor']}",
+        "sm_count": props["multiProcessorCount"],
+        "memory_gib": props["totalGlobalMem"] / GIB,
+        "driver": _smi_driver(),
+        "driver_cuda": _cuda_version(cupy.cuda.runtime.driverGetVersion()),
+        "runtime_cuda": _cuda_version(cupy.cuda.runtime.runtimeGetVersion()),
+        "cupy": f"{cupy.__version__} ({', '.join(cupy_dists) or '?'})",
+        "numba_cuda": _dist_version("numba-cuda"),
+        "cuda_bindings": _dist_version("cuda-bindings"),
+        "numba": numba.__version__,
+        "numpy": numpy.__version__,
+        "torch": _dist_version("torch"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def commit_info() -> dict:
@@ -405,13 +458,14 @@ def table_rows(result: dict) -> list[list[str]]:
 
 def format_report(result: dict) -> str:
     m, c = result["machine"], result["commit"]
-    head = [f"GPU: {m.get('gpu')} (compute capability {m.get('compute_capability')}, "
-            f"{m.get('sm_count')} SMs, {m.get('memory_gib', 0):.0f} GiB); driver {m.get('driver')} "
-            f"(CUDA {m.get('driver_cuda')}), runtime CUDA {m.get('runtime_cuda')}",
-            f"CuPy {m.get('cupy')}, numba-cuda {m.get('numba_cuda')}, "
-            f"cuda-bindings {m.get('cuda_bindings')}, numba {m.get('numba')}, PyTorch {m.get('torch')}; "
-            f"commit {(c.get('commit') or '?')[:12]}"
-            + (" with local changes" if c.get("local_changes") else "")]
+    head = [
+        f"GPU: {m.get('gpu')} (compute capability {m.get('compute_capability')}, "
+        f"{m.get('sm_count')} SMs, {m.get('memory_gib', 0):.0f} GiB); driver {m.get('driver')} "
+        f"(CUDA {m.get('driver_cuda')}), runtime CUDA {m.get('runtime_cuda')}",
+        f"CuPy {m.get('cupy')}, numba-cuda {m.get('numba_cuda')}, "
+        f"cuda-bindings {m.get('cuda_bindings')}, numba {m.get('numba')}, PyTorch {m.get('torch')}; "
+        f"commit {(c.get('commit') or '?')[:12]}" + (" with local changes" if c.get("local_changes") else ""),
+    ]
     cells = [["step", "status", "s", "figure", "value"]] + table_rows(result)
     widths = [max(len(r[i]) for r in cells) for i in range(4)]
     lines = []
@@ -421,8 +475,11 @@ def format_report(result: dict) -> str:
         if j == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 5)
     bad = [s["step"] for s in result["steps"] if s["status"] != "passed"]
-    verdict = ("PASSED: every step" if not bad else
-               f"FAILED: {len(bad)} of {len(result['steps'])} steps did not pass ({', '.join(bad)})")
+    verdict = (
+        "PASSED: every step"
+        if not bad
+        else f"FAILED: {len(bad)} of {len(result['steps'])} steps did not pass ({', '.join(bad)})"
+    )
     return "\n".join(head + [""] + lines + ["", f"{verdict}; {result['seconds']:.0f} s in all"])
 
 
@@ -456,14 +513,23 @@ def worker_first_step() -> dict:
 
         import gpunn
 
-        nets = {"textbook 784-64-16-10": dict(hidden=[64, 16], activation=["sigmoid", "tanh"], bn=False),
-                "BatchNorm 784-256-256-10": dict(hidden=[256, 256], activation="relu", bn=True)}
+        nets = {
+            "textbook 784-64-16-10": dict(hidden=[64, 16], activation=["sigmoid", "tanh"], bn=False),
+            "BatchNorm 784-256-256-10": dict(hidden=[256, 256], activation="relu", bn=True),
+        }
         rng = np.random.default_rng(0)
         x, t = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
         first, second = {}, {}
         for name, spec in nets.items():
-            net = gpunn.MLP(784, spec["hidden"], 10, activation=spec["activation"], batchnorm=spec["bn"],
-                            device="cuda", seed=0)
+            net = gpunn.MLP(
+                784,
+                spec["hidden"],
+                10,
+                activation=spec["activation"],
+                batchnorm=spec["bn"],
+                device="cuda",
+                seed=0,
+            )
             opt = gpunn.optim.Adam(lr=1e-3)
             xd, td = net.device.to_device(x), net.device.to_device(t)
             for times in (first, second):
@@ -511,8 +577,12 @@ def worker_bandwidth(nbytes: int = GIB) -> dict:
     out = {}
     for name, (counted, fn, repeat) in cases.items():
         t = _event_times(cupy, fn, repeat)
-        out[name] = {"best_gbs": counted / min(t) / 1e9, "median_gbs": counted / statistics.median(t) / 1e9,
-                     "bytes": counted, "repeat": repeat}
+        out[name] = {
+            "best_gbs": counted / min(t) / 1e9,
+            "median_gbs": counted / statistics.median(t) / 1e9,
+            "bytes": counted,
+            "repeat": repeat,
+        }
     return out
 
 
@@ -527,8 +597,12 @@ def worker_speed() -> dict:
         t_cpu, _ = sc.time_gpunn(spec, "cpu", steps, xs, ts)
         t_gpu, _ = sc.time_gpunn(spec, "cuda", steps, xs, ts)
         n = steps * spec["batch"]
-        out[name] = {"steps": steps, "cpu_samples_per_s": n / t_cpu, "cuda_samples_per_s": n / t_gpu,
-                     "speedup": t_cpu / t_gpu}
+        out[name] = {
+            "steps": steps,
+            "cpu_samples_per_s": n / t_cpu,
+            "cuda_samples_per_s": n / t_gpu,
+            "speedup": t_cpu / t_gpu,
+        }
     return out
 
 
@@ -544,14 +618,26 @@ def subprocess_env(cache_dir: str) -> dict:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", default="out/gpu_check.json", metavar="PATH",
-                    help="where to write the results (default out/gpu_check.json)")
-    ap.add_argument("--budget", type=float, default=BUDGET_S,
-                    help=f"seconds for all steps together (default {BUDGET_S:.0f})")
-    ap.add_argument("--steps", default=",".join(s.name for s in STEPS),
-                    help="comma-separated steps to run (default: all, in this order)")
-    ap.add_argument("--pytest-args", default="tests",
-                    help="what the tests step passes to pytest (default: tests)")
+    ap.add_argument(
+        "--json",
+        default="out/gpu_check.json",
+        metavar="PATH",
+        help="where to write the results (default out/gpu_check.json)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=BUDGET_S,
+        help=f"seconds for all steps together (default {BUDGET_S:.0f})",
+    )
+    ap.add_argument(
+        "--steps",
+        default=",".join(s.name for s in STEPS),
+        help="comma-separated steps to run (default: all, in this order)",
+    )
+    ap.add_argument(
+        "--pytest-args", default="tests", help="what the tests step passes to pytest (default: tests)"
+    )
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -573,13 +659,18 @@ def check(args) -> int:
     json_path = Path(args.json).resolve()  # the steps run from the repository root
     raw_dir = json_path.with_suffix(".d")
     wanted = args.steps.split(",")
-    result = {"schema": "gpunn.gpu_check/1",
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-              "machine": machine_info(), "commit": commit_info(), "budget_s": args.budget,
-              "raw_dir": str(raw_dir)}
+    result = {
+        "schema": "gpunn.gpu_check/1",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "machine": machine_info(),
+        "commit": commit_info(),
+        "budget_s": args.budget,
+        "raw_dir": str(raw_dir),
+    }
     with tempfile.TemporaryDirectory(prefix="gpunn-kernel-cache-") as cache_dir:
-        ctx = Context(env=subprocess_env(cache_dir), raw_dir=raw_dir,
-                      pytest_args=shlex.split(args.pytest_args))
+        ctx = Context(
+            env=subprocess_env(cache_dir), raw_dir=raw_dir, pytest_args=shlex.split(args.pytest_args)
+        )
         result["steps"] = run_steps([s for s in STEPS if s.name in wanted], ctx, args.budget)
     result["seconds"] = time.time() - started
     result["passed"] = all(s["status"] == "passed" for s in result["steps"])

@@ -27,7 +27,7 @@ class Relu:
         self.mask = None
 
     def forward(self, x):
-        self.mask = (x <= 0)
+        self.mask = x <= 0
         out = x.copy()
         out[self.mask] = 0
         return out
@@ -55,7 +55,7 @@ class Tanh:
         return self.out
 
     def backward(self, dout):
-        return dout * (1.0 - self.out ** 2)
+        return dout * (1.0 - self.out**2)
 
 
 class Affine:
@@ -139,7 +139,7 @@ class Adam:
                 self.m[key] = np.zeros_like(val)
                 self.v[key] = np.zeros_like(val)
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         for key in params.keys():
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])

@@ -48,8 +48,13 @@ def build(out, modules=None) -> subprocess.CompletedProcess:
     """Run pdoc on ``modules`` (default: :func:`public_modules`) into the folder ``out``."""
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     specs = pdoc_specs(modules or public_modules())
-    return subprocess.run([sys.executable, "-m", "pdoc", "--docformat", "restructuredtext", "-o", str(out),
-                           *specs], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pdoc", "--docformat", "restructuredtext", "-o", str(out), *specs],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def main(argv=None) -> int:

@@ -59,8 +59,10 @@ def require_matplotlib(can_skip=False):
     missing = missing_modules("matplotlib")
     if missing:
         skip = ", or run it with --no-plot to skip the figures" if can_skip else ""
-        sys.exit(f"{script_name()} draws its figures with matplotlib, which is not installed "
-                 f"({missing[0][1]}).\nInstall the examples' extras first: {EXAMPLES_EXTRA}{skip}")
+        sys.exit(
+            f"{script_name()} draws its figures with matplotlib, which is not installed "
+            f"({missing[0][1]}).\nInstall the examples' extras first: {EXAMPLES_EXTRA}{skip}"
+        )
 
 
 def missing_modules(*names):
@@ -138,8 +140,9 @@ def save_figure(fig, path, dpi=100, rect=None):
     return path
 
 
-def plot_learning_curves(history, path, title, *, val_label="validation", loss_label="loss", grid=False,
-                         acc_lines=()):
+def plot_learning_curves(
+    history, path, title, *, val_label="validation", loss_label="loss", grid=False, acc_lines=()
+):
     """Save a Trainer history as two panels, loss and accuracy per epoch: the training curve and,
     when the history has them, the validation curves (labelled ``val_label``).  ``acc_lines``:
     keyword arguments of horizontal reference lines (``Axes.axhline``) on the accuracy panel."""

@@ -30,12 +30,22 @@ SCALES = np.logspace(0, -4, num=16)
 def train_accuracy(x, t, scale, batchnorm, device="cpu", epochs=20, lr=0.01, seed=0, bn_eps=1e-5):
     """Training accuracy before training and after each epoch (a diverging plain network -- NaN
     scores -- simply stops learning: ``guard=False``)."""
-    net = gpunn.MLP(784, [100] * 5, 10, activation="relu", init=float(scale), batchnorm=batchnorm,
-                    bn_eps=bn_eps, device=device, seed=seed)
+    net = gpunn.MLP(
+        784,
+        [100] * 5,
+        10,
+        activation="relu",
+        init=float(scale),
+        batchnorm=batchnorm,
+        bn_eps=bn_eps,
+        device=device,
+        seed=seed,
+    )
     with np.errstate(all="ignore"):
         first = net.accuracy(x, t)
-        trainer = gpunn.Trainer(net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed,
-                                progress=False, guard=False)
+        trainer = gpunn.Trainer(
+            net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed, progress=False, guard=False
+        )
         history = trainer.fit(x, t)
     return [first, *history["acc"]]
 
@@ -44,15 +54,22 @@ def main(argv=None) -> dict:
     ap = parser(__doc__, "directory with the MNIST t10k IDX files")
     ap.add_argument("--n-train", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--scales", type=int, nargs="+", default=list(range(16)),
-                    help="indices (0-15) of the weight scales to run (default: all 16)")
+    ap.add_argument(
+        "--scales",
+        type=int,
+        nargs="+",
+        default=list(range(16)),
+        help="indices (0-15) of the weight scales to run (default: all 16)",
+    )
     ap.add_argument("--bn-eps", type=float, default=1e-5, help="BatchNorm's ε (default 1e-5; Saito: 1e-6)")
     add_common_args(ap)
     args = parse_args(ap, argv)
     (xtr, ttr), _ = load_or_exit(mnist_t10k_split, args.data_dir)
-    x, t = xtr[:args.n_train], ttr[:args.n_train]
-    print(f"device {gpunn.device(args.device).name}: 784-100x5-10 ReLU on {len(x)} digits, SGD lr 0.01, "
-          f"batch 100, {args.epochs} epochs, BatchNorm eps {args.bn_eps:g}; training accuracy at the end")
+    x, t = xtr[: args.n_train], ttr[: args.n_train]
+    print(
+        f"device {gpunn.device(args.device).name}: 784-100x5-10 ReLU on {len(x)} digits, SGD lr 0.01, "
+        f"batch 100, {args.epochs} epochs, BatchNorm eps {args.bn_eps:g}; training accuracy at the end"
+    )
     results = {}
     print(f"{'w std':>9} {'BatchNorm':>9} {'plain':>9}")
     for scale in SCALES[args.scales]:
@@ -61,11 +78,15 @@ def main(argv=None) -> dict:
         results[float(scale)] = {"batchnorm": bn, "plain": plain}
         print(f"{scale:9.2e} {bn[-1]:9.3f} {plain[-1]:9.3f}", flush=True)
     faster = sum(np.mean(r["batchnorm"]) > np.mean(r["plain"]) for r in results.values())
-    print(f"BatchNorm learned faster (higher mean accuracy over the epochs) at {faster} of {len(results)} "
-          "scales")
+    print(
+        f"BatchNorm learned faster (higher mean accuracy over the epochs) at {faster} of {len(results)} "
+        "scales"
+    )
     if not args.no_plot:
-        title = (f"BatchNorm vs. none across initial weight scales: 784-100x5-10 ReLU, {len(x):,} MNIST "
-                 f"digits, SGD η = 0.01, batch 100")
+        title = (
+            f"BatchNorm vs. none across initial weight scales: 784-100x5-10 ReLU, {len(x):,} MNIST "
+            f"digits, SGD η = 0.01, batch 100"
+        )
         print(f"panels: {plot(results, Path(args.out) / 'batchnorm_compare.png', title)}")
     return {"results": results, "faster": faster}
 
@@ -77,8 +98,9 @@ def plot(results, path, title=None):
     n = len(results)
     cols = min(4, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows + 1.0), squeeze=False,
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3 * cols, 2.6 * rows + 1.0), squeeze=False, sharex=True, sharey=True
+    )
     for ax, (scale, r) in zip(axes.ravel(), results.items(), strict=False):
         ax.plot(r["batchnorm"], label="with BatchNorm")
         ax.plot(r["plain"], "--", label="without BatchNorm")
@@ -92,10 +114,18 @@ def plot(results, path, title=None):
     fig.supylabel("training accuracy")
     fig.suptitle(title or "BatchNorm vs. none across initial weight scales: 784-100x5-10 ReLU, SGD")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
-               ncol=2, fontsize=9, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
+        ncol=2,
+        fontsize=9,
+        frameon=False,
+    )
     top = 1 - 0.75 / fig.get_figheight()  # room for the title and the legend
     return save_figure(fig, path, dpi=90, rect=(0, 0, 1, top))
+
 
 if __name__ == "__main__":
     main()

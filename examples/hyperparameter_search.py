@@ -44,10 +44,12 @@ def split_validation(x, t, fraction=0.2, seed=0):
 
 def trial(train, val, lr, weight_decay, device="cpu", epochs=50, seed=0):
     """Training and validation accuracy per epoch of one (lr, λ) setting."""
-    net = gpunn.MLP(784, [100] * 6, 10, activation="relu", weight_decay=weight_decay, device=device,
-                    seed=seed)
-    trainer = gpunn.Trainer(net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed,
-                            progress=False)
+    net = gpunn.MLP(
+        784, [100] * 6, 10, activation="relu", weight_decay=weight_decay, device=device, seed=seed
+    )
+    trainer = gpunn.Trainer(
+        net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed, progress=False
+    )
     h = trainer.fit(*train, validation_data=val)
     return {"train": h["acc"], "val": h["val_acc"]}
 
@@ -61,8 +63,11 @@ def search(train, val, trials=100, device="cpu", epochs=50, seed=0):
         wd = 10 ** rng.uniform(-8, -4)
         r = trial(train, val, lr, wd, device, epochs, seed=seed + i)
         out.append((lr, wd, r))
-        print(f"trial {i + 1:3d}: lr {lr:.2e}, weight decay {wd:.2e}: val acc {r['val'][-1]:.3f} "
-              f"(train {r['train'][-1]:.3f})", flush=True)
+        print(
+            f"trial {i + 1:3d}: lr {lr:.2e}, weight decay {wd:.2e}: val acc {r['val'][-1]:.3f} "
+            f"(train {r['train'][-1]:.3f})",
+            flush=True,
+        )
     return out
 
 
@@ -75,17 +80,19 @@ def main(argv=None) -> dict:
     add_common_args(ap, "directory for the PNGs")
     args = parse_args(ap, argv)
     x, t = load_or_exit(mnist_training_digits, args.data_dir)
-    train, val = split_validation(x[:args.n_train], t[:args.n_train], 0.2, args.seed)
-    print(f"device {gpunn.device(args.device).name}: {len(train[0])} training / {len(val[0])} validation "
-          f"digits (no test data loaded), {args.trials} trials of {args.epochs} epochs")
+    train, val = split_validation(x[: args.n_train], t[: args.n_train], 0.2, args.seed)
+    print(
+        f"device {gpunn.device(args.device).name}: {len(train[0])} training / {len(val[0])} validation "
+        f"digits (no test data loaded), {args.trials} trials of {args.epochs} epochs"
+    )
     results = search(train, val, args.trials, args.device, args.epochs, args.seed)
     ranked = sorted(results, key=lambda r: r[2]["val"][-1], reverse=True)
     print(f"\n=========== best {min(args.best, len(ranked))} (by final validation accuracy) ===========")
-    for k, (lr, wd, r) in enumerate(ranked[:args.best], 1):
+    for k, (lr, wd, r) in enumerate(ranked[: args.best], 1):
         print(f"best-{k:<3d} val acc {r['val'][-1]:.3f} | lr {lr:.2e}, weight decay {wd:.2e}")
     if not args.no_plot:
         out = Path(args.out)
-        print(f"curves: {plot(ranked[:args.best], out / 'hyperparameter_search.png')}")
+        print(f"curves: {plot(ranked[: args.best], out / 'hyperparameter_search.png')}")
         print(f"scatter: {scatter(results, out / 'hyperparameter_search_scatter.png')}")
     return {"results": results, "ranked": ranked}
 
@@ -95,8 +102,9 @@ def plot(ranked, path):
     plt = pyplot()
     cols = 5
     rows = max(1, -(-len(ranked) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(13, 2.4 * rows + 0.6), squeeze=False, sharex=True,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(13, 2.4 * rows + 0.6), squeeze=False, sharex=True, sharey=True
+    )
     for k, (ax, (lr, wd, r)) in enumerate(zip(axes.ravel(), ranked, strict=False), 1):
         epochs = np.arange(1, len(r["val"]) + 1)
         ax.plot(epochs, r["val"], label="validation")
@@ -105,13 +113,14 @@ def plot(ranked, path):
         ax.set_title(f"best-{k}: lr {lr:.1e}, λ {wd:.1e}", fontsize=8)
         ax.tick_params(labelsize=7, labelbottom=True)
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(ranked):]:
+    for ax in axes.ravel()[len(ranked) :]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.supxlabel("epoch")
     fig.supylabel("accuracy")
-    fig.suptitle(f"The {len(ranked)} best trials by final validation accuracy (validation solid, "
-                 "training dashed)")
+    fig.suptitle(
+        f"The {len(ranked)} best trials by final validation accuracy (validation solid, training dashed)"
+    )
     return save_figure(fig, path, dpi=90)
 
 
@@ -122,8 +131,13 @@ def scatter(results, path):
     acc = np.array([r[2]["val"][-1] for r in results])
     fig, ax = plt.subplots(figsize=(6.5, 5))
     sc = ax.scatter(lr, wd, c=acc, cmap="viridis", vmin=0, vmax=1, s=40)
-    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay λ",
-           title="final validation accuracy per trial")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="learning rate",
+        ylabel="weight decay λ",
+        title="final validation accuracy per trial",
+    )
     fig.colorbar(sc, ax=ax)
     return save_figure(fig, path)
 

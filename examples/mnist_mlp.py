@@ -30,8 +30,9 @@ import gpunn
 
 def build(device, seed=0):
     """The textbook network: 784-64-16-10, Sigmoid then Tanh, softmax cross-entropy."""
-    return gpunn.MLP(784, [64, 16], 10, activation=["sigmoid", "tanh"], init="xavier_normal",
-                     device=device, seed=seed)
+    return gpunn.MLP(
+        784, [64, 16], 10, activation=["sigmoid", "tanh"], init="xavier_normal", device=device, seed=seed
+    )
 
 
 def main(argv=None) -> dict:
@@ -46,18 +47,26 @@ def main(argv=None) -> dict:
 
     (xtr, ttr), (xte, tte), what = load_or_exit(load_mnist_or_split, args.data_dir)
     if args.limit:
-        xtr, ttr = xtr[:args.limit], ttr[:args.limit]
+        xtr, ttr = xtr[: args.limit], ttr[: args.limit]
     net = build(args.device, args.seed)
     print(f"{net}\ndata: {what}; training on {len(xtr)} samples")
-    trainer = gpunn.Trainer(net, gpunn.optim.SGD(lr=args.lr), epochs=args.epochs, batch_size=args.batch_size,
-                            seed=args.seed, progress=not args.no_progress)
+    trainer = gpunn.Trainer(
+        net,
+        gpunn.optim.SGD(lr=args.lr),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     start = time.perf_counter()
     history = trainer.fit(xtr, ttr, validation_data=(xte, tte))
     net.device.synchronize()
     seconds = time.perf_counter() - start
     test_acc = net.accuracy(xte, tte)
-    print(f"device {net.device.name}: test accuracy {test_acc:.4f} after {args.epochs} epochs, "
-          f"wall time {seconds:.1f} s ({len(xtr) * args.epochs / seconds:,.0f} samples/s)")
+    print(
+        f"device {net.device.name}: test accuracy {test_acc:.4f} after {args.epochs} epochs, "
+        f"wall time {seconds:.1f} s ({len(xtr) * args.epochs / seconds:,.0f} samples/s)"
+    )
     if not args.no_plot:
         print(f"learning curves: {plot(history, Path(args.out) / 'mnist_mlp_curves.png', net.device.name)}")
     return {"test_acc": test_acc, "seconds": seconds, "history": history}
@@ -65,8 +74,14 @@ def main(argv=None) -> dict:
 
 def plot(history, path, device_name):
     """The learning curves, train and test (the held-out digits), loss and accuracy."""
-    return plot_learning_curves(history, path, f"784-64-16-10 MLP, SGD, device {device_name}",
-                                val_label="test", loss_label="cross-entropy loss", grid=True)
+    return plot_learning_curves(
+        history,
+        path,
+        f"784-64-16-10 MLP, SGD, device {device_name}",
+        val_label="test",
+        loss_label="cross-entropy loss",
+        grid=True,
+    )
 
 
 if __name__ == "__main__":

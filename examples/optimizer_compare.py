@@ -47,21 +47,25 @@ def smooth_curve(x, window=11):
     if len(x) < window:
         return np.asarray(x)
     w = np.kaiser(window, 2)
-    s = np.r_[x[window - 1:0:-1], x, x[-1:-window:-1]]
+    s = np.r_[x[window - 1 : 0 : -1], x, x[-1:-window:-1]]
     y = np.convolve(w / w.sum(), s, mode="valid")
-    return y[(window // 2):len(y) - (window // 2)]
+    return y[(window // 2) : len(y) - (window // 2)]
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)",
+    )
     parser.add_argument("--iters", type=int, default=500, help="iterations per rule (textbook: 2000)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--every", type=int, default=100, help="print the loss every N iterations")
-    parser.add_argument("--rules", default=",".join(RULES),
-                        help="comma-separated subset of " + ",".join(RULES))
+    parser.add_argument(
+        "--rules", default=",".join(RULES), help="comma-separated subset of " + ",".join(RULES)
+    )
     parser.add_argument("--out", default="optimizer_compare", help="folder for the PNG file")
     parser.add_argument("--seed", type=int, default=0)
     args = parse_args(parser, argv)
@@ -72,14 +76,17 @@ def main(argv=None) -> dict:
 
     dev = gpunn.device(args.device)
     (x_train, t_train), (x_test, t_test) = load_mnist_test_split(args.data_dir, download=False)
-    print(f"device: {dev}; {len(x_train):,} training / {len(x_test):,} test digits; "
-          f"784-100-100-100-100-10 ReLU, batch {args.batch_size}, {args.iters} iterations")
+    print(
+        f"device: {dev}; {len(x_train):,} training / {len(x_test):,} test digits; "
+        f"784-100-100-100-100-10 ReLU, batch {args.batch_size}, {args.iters} iterations"
+    )
     order = np.random.default_rng(args.seed).integers(0, len(x_train), size=(args.iters, args.batch_size))
 
     losses, accuracy, seconds = {}, {}, {}
     for name in rules:
-        net = gpunn.MLP(784, [100, 100, 100, 100], 10, activation="relu", init="he_normal", device=dev,
-                        seed=args.seed)
+        net = gpunn.MLP(
+            784, [100, 100, 100, 100], 10, activation="relu", init="he_normal", device=dev, seed=args.seed
+        )
         opt = RULES[name]()
         curve = []
         t0 = time.perf_counter()
@@ -91,8 +98,11 @@ def main(argv=None) -> dict:
         seconds[name] = time.perf_counter() - t0
         losses[name] = np.array(curve)
         accuracy[name] = net.accuracy(x_test, t_test)
-        print(f"  {name:9s} {seconds[name]:6.1f} s  final loss {smooth_curve(curve)[-1]:.4f}  "
-              f"test accuracy {accuracy[name]:.4f}", flush=True)
+        print(
+            f"  {name:9s} {seconds[name]:6.1f} s  final loss {smooth_curve(curve)[-1]:.4f}  "
+            f"test accuracy {accuracy[name]:.4f}",
+            flush=True,
+        )
 
     checkpoints = list(range(0, args.iters, args.every)) + [args.iters - 1]
     print("\nloss (smoothed) by iteration")

@@ -46,17 +46,18 @@ BOWL_RULES = [
 
 def bowl(x, y):
     """ai-edu's z = x²/10 + y² and its gradient."""
-    return x ** 2 / 10.0 + y ** 2, (x / 5.0, 2.0 * y)
+    return x**2 / 10.0 + y**2, (x / 5.0, 2.0 * y)
 
 
 def elongated(x, y):
     """Saito's f = x²/20 + y² and its gradient."""
-    return x ** 2 / 20.0 + y ** 2, (x / 10.0, 2.0 * y)
+    return x**2 / 20.0 + y**2, (x / 10.0, 2.0 * y)
 
 
 def run_path(dev, cls, kwargs, fn, steps, start=START, dtype="float64", shape=(1,)):
     """The points visited by ``cls(**kwargs)`` on ``fn`` (``steps + 1`` rows of (x, y)); x and y are
     arrays of ``shape``: (1,) a bias-like vector, (1, 1) a weight (which weight decay applies to)."""
+
     def on_device(v):
         return dev.to_device(np.full(shape, v, dtype=dtype))
 
@@ -94,8 +95,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--out", default="optimizer_paths", help="folder for the PNG files")
     parser.add_argument("--steps", type=int, default=20, help="steps on z = x²/10 + y² (default 20)")
-    parser.add_argument("--zigzag-steps", type=int, default=30,
-                        help="SGD steps on f = x²/20 + y² (default 30)")
+    parser.add_argument(
+        "--zigzag-steps", type=int, default=30, help="SGD steps on f = x²/20 + y² (default 30)"
+    )
     args = parse_args(parser, argv)
     dev = gpunn.device(args.device)
     out = Path(args.out)
@@ -128,8 +130,10 @@ def main(argv=None) -> dict:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     contour(ax, elongated, zigzag, f"SGD (η = 0.95) on f = x²/20 + y² from {START}: the zig-zag")
     save_figure(fig, out / "sgd_zigzag.png", dpi=110)
-    print(f"\nSGD (η = 0.95) on f = x²/20 + y² from {START}: y flips sign every step (the zig-zag), "
-          "x crawls (x ← 0.905 x)")
+    print(
+        f"\nSGD (η = 0.95) on f = x²/20 + y² from {START}: y flips sign every step (the zig-zag), "
+        "x crawls (x ← 0.905 x)"
+    )
     for i in range(0, len(zigzag), 5):
         print(f"  step {i:2d}: x = {zigzag[i, 0]:8.4f}  y = {zigzag[i, 1]:8.4f}")
     print(f"\nwrote {out / 'paths_bowl.png'} and {out / 'sgd_zigzag.png'}")

@@ -42,8 +42,9 @@ CONFIGS = {  # name: MLP options
 def run(xtr, ttr, xte, tte, options, device="cpu", epochs=200, lr=0.01, seed=0):
     """Train/test accuracy per epoch (the test set only measures, it never steers training)."""
     net = gpunn.MLP(784, [100] * 6, 10, activation="relu", device=device, seed=seed, **options)
-    trainer = gpunn.Trainer(net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed,
-                            progress=False)
+    trainer = gpunn.Trainer(
+        net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed, progress=False
+    )
     history = trainer.fit(xtr, ttr, validation_data=(xte, tte))
     return {"train": history["acc"], "test": history["val_acc"]}
 
@@ -55,9 +56,11 @@ def main(argv=None) -> dict:
     add_common_args(ap)
     args = parse_args(ap, argv)
     (xtr, ttr), (xte, tte), _ = load_or_exit(load_mnist_or_split, args.data_dir)
-    xtr, ttr = xtr[:args.n_train], ttr[:args.n_train]
-    print(f"device {gpunn.device(args.device).name}: 784-100x6-10 ReLU, {len(xtr)} training digits, "
-          f"{len(xte):,} test digits, SGD lr 0.01, batch 100, {args.epochs} epochs")
+    xtr, ttr = xtr[: args.n_train], ttr[: args.n_train]
+    print(
+        f"device {gpunn.device(args.device).name}: 784-100x6-10 ReLU, {len(xtr)} training digits, "
+        f"{len(xte):,} test digits, SGD lr 0.01, batch 100, {args.epochs} epochs"
+    )
     results = {}
     for name, options in CONFIGS.items():
         r = results[name] = run(xtr, ttr, xte, tte, options, args.device, args.epochs, seed=args.seed)
@@ -65,8 +68,14 @@ def main(argv=None) -> dict:
         for e in list(range(19, args.epochs, 20)) or [args.epochs - 1]:
             tr, te = r["train"][e], r["test"][e]
             print(f"  {e + 1:5d}  {tr:.4f}  {te:.4f}  {tr - te:.4f}")
-    print("\nfinal: " + "; ".join(f"{n}: train {r['train'][-1]:.3f}, test {r['test'][-1]:.3f}, gap "
-                                  f"{r['train'][-1] - r['test'][-1]:.3f}" for n, r in results.items()))
+    print(
+        "\nfinal: "
+        + "; ".join(
+            f"{n}: train {r['train'][-1]:.3f}, test {r['test'][-1]:.3f}, gap "
+            f"{r['train'][-1] - r['test'][-1]:.3f}"
+            for n, r in results.items()
+        )
+    )
     if not args.no_plot:
         print(f"curves: {plot(results, Path(args.out) / 'overfitting.png')}")
     return results

@@ -35,10 +35,10 @@ import gpunn  # noqa: E402
 from gpunn.torch_mirror import to_torch  # noqa: E402
 
 NETWORKS = {
-    "textbook 784-64-16-10": dict(sizes=[784, 64, 16, 10], act=["sigmoid", "tanh"], batch=64, bn=False,
-                                  steps=300),
-    "BatchNorm 784-1024-1024-10": dict(sizes=[784, 1024, 1024, 10], act="relu", batch=1024, bn=True,
-                                       steps=8),
+    "textbook 784-64-16-10": dict(
+        sizes=[784, 64, 16, 10], act=["sigmoid", "tanh"], batch=64, bn=False, steps=300
+    ),
+    "BatchNorm 784-1024-1024-10": dict(sizes=[784, 1024, 1024, 10], act="relu", batch=1024, bn=True, steps=8),
 }
 
 
@@ -54,13 +54,22 @@ def gpu_status():
 def batches(spec, n=8, seed=0):
     rng = np.random.default_rng(seed)
     b = spec["batch"]
-    return ([rng.random((b, spec["sizes"][0]), dtype=np.float32) for _ in range(n)],
-            [rng.integers(0, spec["sizes"][-1], b) for _ in range(n)])
+    return (
+        [rng.random((b, spec["sizes"][0]), dtype=np.float32) for _ in range(n)],
+        [rng.integers(0, spec["sizes"][-1], b) for _ in range(n)],
+    )
 
 
 def time_gpunn(spec, device, steps, xs, ts):
-    net = gpunn.MLP(spec["sizes"][0], spec["sizes"][1:-1], spec["sizes"][-1], activation=spec["act"],
-                    batchnorm=spec["bn"], device=device, seed=0)
+    net = gpunn.MLP(
+        spec["sizes"][0],
+        spec["sizes"][1:-1],
+        spec["sizes"][-1],
+        activation=spec["act"],
+        batchnorm=spec["bn"],
+        device=device,
+        seed=0,
+    )
     dev = net.device
     opt = gpunn.optim.Adam(lr=1e-3)
     xs = [dev.to_device(x) for x in xs]
@@ -103,8 +112,12 @@ def time_torch(net, steps, xs, ts):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=None,
-                    help="training steps per network and device (default: 300 textbook, 8 BatchNorm)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per network and device (default: 300 textbook, 8 BatchNorm)",
+    )
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     args = ap.parse_args(argv)
     gpu, why = gpu_status()
@@ -118,9 +131,11 @@ def main(argv=None):
         have_torch = False
     import numba
 
-    print(f"CPU: {os.cpu_count()} cores, {numba.get_num_threads()} Numba threads "
-          f"({os.environ['NUMBA_THREADING_LAYER']} layer); "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"CPU: {os.cpu_count()} cores, {numba.get_num_threads()} Numba threads "
+        f"({os.environ['NUMBA_THREADING_LAYER']} layer); "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     print(f"{'network':28s} {'implementation':16s} {'device':8s} {'steps':>6s} {'samples/s':>12s}")
     summary = []
     for name, spec in NETWORKS.items():

@@ -58,7 +58,7 @@ def stats(a, activation) -> dict:
     """Numbers behind a histogram: mean, std, and the fractions at the ends / in the middle."""
     d = {"mean": float(a.mean()), "std": float(a.std())}
     if activation == "sigmoid":
-        d["ends"] = float(((a < 0.1) | (a > 0.9)).mean())       # near 0 or 1
+        d["ends"] = float(((a < 0.1) | (a > 0.9)).mean())  # near 0 or 1
         d["at_0.5"] = float((np.abs(a - 0.5) < 0.02).mean())
     elif activation == "tanh":
         d["ends"] = float((np.abs(a) > 0.9).mean())

@@ -35,7 +35,7 @@ def train_losses(x, t, init, device="cpu", iterations=2000, batch_size=128, lr=0
     losses = []
     for _ in range(iterations):
         idx = dev.to_device(rng.choice(x.shape[0], batch_size, replace=False))
-        losses.append(net._gradient(xd[idx], td[idx]))   # array scalars: read once at the end
+        losses.append(net._gradient(xd[idx], td[idx]))  # array scalars: read once at the end
         opt.update(net.params, net.grads)
     return [float(v) for v in losses]
 
@@ -46,10 +46,14 @@ def main(argv=None) -> dict:
     add_common_args(ap)
     args = parse_args(ap, argv)
     x, t = load_or_exit(load_train, args.data_dir)
-    print(f"device {gpunn.device(args.device).name}: 784-100-100-100-100-10 ReLU, SGD lr 0.01, batch 128, "
-          f"{len(x):,} training digits")
-    curves = {name: train_losses(x, t, init, args.device, args.iterations, seed=args.seed)
-              for name, init in INITS.items()}
+    print(
+        f"device {gpunn.device(args.device).name}: 784-100-100-100-100-10 ReLU, SGD lr 0.01, batch 128, "
+        f"{len(x):,} training digits"
+    )
+    curves = {
+        name: train_losses(x, t, init, args.device, args.iterations, seed=args.seed)
+        for name, init in INITS.items()
+    }
     print("iteration " + " ".join(f"{name:>9}" for name in curves))
     for i in list(range(0, args.iterations, 100)) + [args.iterations - 1]:
         print(f"{i:9d} " + " ".join(f"{c[i]:9.4f}" for c in curves.values()))
@@ -68,8 +72,12 @@ def plot(curves, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, c in curves.items():
         ax.plot(smooth(c), label=name)
-    ax.set(xlabel="iterations", ylabel="training loss (moving average of 20)", ylim=(0, 2.5),
-           title="MNIST, 5-layer ReLU net: weight initialisation")
+    ax.set(
+        xlabel="iterations",
+        ylabel="training loss (moving average of 20)",
+        ylim=(0, 2.5),
+        title="MNIST, 5-layer ReLU net: weight initialisation",
+    )
     ax.legend()
     return save_figure(fig, path)
 

@@ -30,8 +30,9 @@ import gpunn
 def train(x, t, init, device="cpu", hidden=10, epochs=3, lr=0.5, seed=0):
     """A trained 784-hidden-10 Sigmoid MLP (SGD, batches of 100)."""
     net = gpunn.MLP(784, [hidden], 10, activation="sigmoid", init=init, device=device, seed=seed)
-    gpunn.Trainer(net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed,
-                  progress=False).fit(x, t)
+    gpunn.Trainer(net, gpunn.optim.SGD(lr=lr), epochs=epochs, batch_size=100, seed=seed, progress=False).fit(
+        x, t
+    )
     return net
 
 
@@ -45,8 +46,14 @@ def hidden_units(net, x) -> dict:
     act = dev.to_numpy(net.layers[1].forward(net.layers[0].forward(xd)))
     spread = float(np.abs(W1 - W1[:, :1]).max())
     scale = float(np.abs(W1).max()) or 1.0
-    return {"w_in_norm": np.linalg.norm(W1, axis=0), "w_out": W2[:, :3], "act_mean": act.mean(axis=0),
-            "spread": spread, "relative_spread": spread / scale, "W1": W1}
+    return {
+        "w_in_norm": np.linalg.norm(W1, axis=0),
+        "w_out": W2[:, :3],
+        "act_mean": act.mean(axis=0),
+        "spread": spread,
+        "relative_spread": spread / scale,
+        "W1": W1,
+    }
 
 
 def main(argv=None) -> dict:
@@ -67,10 +74,14 @@ def main(argv=None) -> dict:
         print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(heads, (4, 10, 9, 9, 9, 8), strict=True)))
         for j in range(args.hidden):
             w = h["w_out"][j]
-            print(f"  {j + 1:4d}  {h['w_in_norm'][j]:10.5f}  {w[0]:9.5f} {w[1]:9.5f} {w[2]:9.5f}  "
-                  f"{h['act_mean'][j]:8.5f}")
-        print(f"  largest difference between two hidden units' incoming weights: {h['spread']:.3g} "
-              f"({h['relative_spread']:.2g} of the largest weight); test accuracy {h['test_acc']:.4f}")
+            print(
+                f"  {j + 1:4d}  {h['w_in_norm'][j]:10.5f}  {w[0]:9.5f} {w[1]:9.5f} {w[2]:9.5f}  "
+                f"{h['act_mean'][j]:8.5f}"
+            )
+        print(
+            f"  largest difference between two hidden units' incoming weights: {h['spread']:.3g} "
+            f"({h['relative_spread']:.2g} of the largest weight); test accuracy {h['test_acc']:.4f}"
+        )
     if not args.no_plot:
         print(f"\nfigure: {plot(results, Path(args.out) / 'zero_init.png')}")
     return results

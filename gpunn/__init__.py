@@ -9,6 +9,25 @@ from .trainer import Trainer, TrainingDivergedError
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "Device", "DeviceError", "DeviceFallbackWarning", "MLP", "Trainer",
-           "TrainingDivergedError", "checkpoint", "cuda_available", "datasets", "device", "get_device",
-           "load", "batchnorm", "init", "layers", "losses", "optim", "regularization", "__version__"]
+__all__ = [
+    "CheckpointError",
+    "Device",
+    "DeviceError",
+    "DeviceFallbackWarning",
+    "MLP",
+    "Trainer",
+    "TrainingDivergedError",
+    "checkpoint",
+    "cuda_available",
+    "datasets",
+    "device",
+    "get_device",
+    "load",
+    "batchnorm",
+    "init",
+    "layers",
+    "losses",
+    "optim",
+    "regularization",
+    "__version__",
+]

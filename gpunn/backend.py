@@ -67,7 +67,7 @@ def empty_aligned(xp, shape, dtype, align: int = 64):
     n = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
     raw = numpy.empty(n + align, dtype=numpy.uint8)
     start = -raw.ctypes.data % align
-    return raw[start:start + n].view(dtype).reshape(shape)
+    return raw[start : start + n].view(dtype).reshape(shape)
 
 
 def check_seed(seed):
@@ -109,7 +109,7 @@ def is_device_array(a) -> bool:
 
     if isinstance(a, simcupy.ndarray):
         return True
-    cupy = sys.modules.get("cupy")            # no CuPy imported: no CuPy arrays exist
+    cupy = sys.modules.get("cupy")  # no CuPy imported: no CuPy arrays exist
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 

@@ -46,8 +46,14 @@ from .kernels import elementwise_grid, launch, sm_count
 from .layers import Layer
 from .validate import check_hyper, positive_int
 
-__all__ = ["BatchNorm", "EPS", "MOMENTUM", "batchnorm_forward_reference", "batchnorm_backward_reference",
-           "tile_shape"]
+__all__ = [
+    "BatchNorm",
+    "EPS",
+    "MOMENTUM",
+    "batchnorm_forward_reference",
+    "batchnorm_backward_reference",
+    "tile_shape",
+]
 
 EPS = 1e-5
 """Default ε added to the variance (PyTorch's)."""
@@ -86,9 +92,23 @@ class BatchNorm(Layer):
     PyTorch) or the biased σ² (False, Saito; then a training batch of one row is allowed).
     """
 
-    def __init__(self, dev, num_features: int, *, gamma=None, beta=None, dgamma=None, dbeta=None,
-                 running_mean=None, running_var=None, eps: float = EPS, momentum: float = MOMENTUM,
-                 dtype="float32", unbiased: bool = True, running_var_init: float = 1.0):
+    def __init__(
+        self,
+        dev,
+        num_features: int,
+        *,
+        gamma=None,
+        beta=None,
+        dgamma=None,
+        dbeta=None,
+        running_mean=None,
+        running_var=None,
+        eps: float = EPS,
+        momentum: float = MOMENTUM,
+        dtype="float32",
+        unbiased: bool = True,
+        running_var_init: float = 1.0,
+    ):
         dev = get_device(dev)
         super().__init__(dev.xp)
         self.dev = dev
@@ -107,18 +127,20 @@ class BatchNorm(Layer):
             if a is None:
                 return xp.full(C, fill, dtype=dt)
             if tuple(a.shape) != (C,) or a.dtype != dt:
-                raise ValueError(f"BatchNorm arrays must have shape ({C},) and dtype {dt.name}, got "
-                                 f"{tuple(a.shape)} {a.dtype}")
+                raise ValueError(
+                    f"BatchNorm arrays must have shape ({C},) and dtype {dt.name}, got "
+                    f"{tuple(a.shape)} {a.dtype}"
+                )
             return a
 
         with dev:
             self.gamma, self.beta = own(gamma, 1), own(beta, 0)
             self.dgamma, self.dbeta = own(dgamma, 0), own(dbeta, 0)
             self.running_mean, self.running_var = own(running_mean, 0), own(running_var, running_var_init)
-            self.mean = xp.zeros(C, dtype=dt)      # the last training batch's μ (saved for backward)
-            self.invstd = xp.zeros(C, dtype=dt)    # and its 1/√(σ² + ε)
-        self._scale = None                     # CPU evaluation scratch (C,)
-        self._work = {}                        # CPU scratch per segment count
+            self.mean = xp.zeros(C, dtype=dt)  # the last training batch's μ (saved for backward)
+            self.invstd = xp.zeros(C, dtype=dt)  # and its 1/√(σ² + ε)
+        self._scale = None  # CPU evaluation scratch (C,)
+        self._work = {}  # CPU scratch per segment count
         self.x = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -127,14 +149,18 @@ class BatchNorm(Layer):
 
     def _input(self, x, what):
         if tuple(x.shape[1:]) != (self.num_features,) or x.ndim != 2:
-            raise ValueError(f"BatchNorm({self.num_features}): {what} must have shape (N, "
-                             f"{self.num_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"BatchNorm({self.num_features}): {what} must have shape (N, "
+                f"{self.num_features}), got {tuple(x.shape)}"
+            )
         if x.dtype != self.dtype:
-            raise TypeError(f"BatchNorm({self.num_features}): {what} has dtype {x.dtype}, the layer "
-                            f"{self.dtype.name}")
+            raise TypeError(
+                f"BatchNorm({self.num_features}): {what} has dtype {x.dtype}, the layer {self.dtype.name}"
+            )
         if not self.dev.owns(x):
-            raise TypeError(f"BatchNorm: {what} is {self.dev.array_kind(x)}, the layer lives on "
-                            f"{self.dev.name}")
+            raise TypeError(
+                f"BatchNorm: {what} is {self.dev.array_kind(x)}, the layer lives on {self.dev.name}"
+            )
         return self.xp.ascontiguousarray(x)
 
     def _workspace(self, n_rows):
@@ -162,30 +188,48 @@ class BatchNorm(Layer):
         s = self._scalar
         if train:
             if n < 2 and self.unbiased:
-                raise ValueError(f"BatchNorm in training mode needs a batch of at least 2 rows (got {n}): "
-                                 "the unbiased batch variance of one sample is undefined.  Use a larger "
-                                 "batch, evaluation mode (train=False), which uses the running "
-                                 "statistics, or unbiased=False (Saito's biased running variance)")
-            args = (x, self.gamma, self.beta, self.running_mean, self.running_var, self.mean, self.invstd,
-                    y)
+                raise ValueError(
+                    f"BatchNorm in training mode needs a batch of at least 2 rows (got {n}): "
+                    "the unbiased batch variance of one sample is undefined.  Use a larger "
+                    "batch, evaluation mode (train=False), which uses the running "
+                    "statistics, or unbiased=False (Saito's biased running variance)"
+                )
+            args = (x, self.gamma, self.beta, self.running_mean, self.running_var, self.mean, self.invstd, y)
             hyper = (s(self.eps), s(self.momentum), s(1.0 - self.momentum))
             ddof = Device.scalar(1 if self.unbiased else 0, "int64")
             if self.dev.is_cuda:
-                launch(self.dev, "batchnorm", "forward_train", tile_shape(self.dev, self.num_features),
-                       *args, *hyper, ddof, s(0))
+                launch(
+                    self.dev,
+                    "batchnorm",
+                    "forward_train",
+                    tile_shape(self.dev, self.num_features),
+                    *args,
+                    *hyper,
+                    ddof,
+                    s(0),
+                )
             else:
                 _cpu.forward_train_cpu(*args, *self._workspace(n), *hyper, ddof)
             self.x = x
         else:
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var)
             if self.dev.is_cuda:
-                launch(self.dev, "batchnorm", "forward_eval", elementwise_grid(self.dev, x.size),
-                       *args, y, s(self.eps), s(1))
+                launch(
+                    self.dev,
+                    "batchnorm",
+                    "forward_eval",
+                    elementwise_grid(self.dev, x.size),
+                    *args,
+                    y,
+                    s(self.eps),
+                    s(1),
+                )
             else:
                 if self._scale is None:
                     self._scale = self.xp.empty(self.num_features, dtype=self.dtype)
-                _cpu.forward_eval_cpu(*args, self._scale, y, s(self.eps), s(1),
-                                      _cpu.n_row_chunks(n, self.num_features))
+                _cpu.forward_eval_cpu(
+                    *args, self._scale, y, s(self.eps), s(1), _cpu.n_row_chunks(n, self.num_features)
+                )
             self.x = None
         return y
 
@@ -197,14 +241,22 @@ class BatchNorm(Layer):
             raise RuntimeError("BatchNorm.backward needs a preceding forward(x, train=True)")
         dout = self._input(dout, "dout")
         if dout.shape != x.shape:
-            raise ValueError(f"BatchNorm.backward: dout has shape {tuple(dout.shape)}, the forward input "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"BatchNorm.backward: dout has shape {tuple(dout.shape)}, the forward input {tuple(x.shape)}"
+            )
         dx = self._out("dx", x)
         args = (dout, x, self.gamma, self.mean, self.invstd, dx, self.dgamma, self.dbeta)
         inv_n = self._scalar(1.0 / x.shape[0])
         if self.dev.is_cuda:
-            launch(self.dev, "batchnorm", "backward", tile_shape(self.dev, self.num_features),
-                   *args, inv_n, self._scalar(0))
+            launch(
+                self.dev,
+                "batchnorm",
+                "backward",
+                tile_shape(self.dev, self.num_features),
+                *args,
+                inv_n,
+                self._scalar(0),
+            )
         else:
             _cpu.backward_cpu(*args, *self._workspace(x.shape[0]), inv_n)
         return dx
@@ -217,8 +269,18 @@ class BatchNorm(Layer):
 # ------------------------------------------------------------------------------------------------
 # NumPy reference (the textbook's multi-operation code, for tests and benchmarks)
 # ------------------------------------------------------------------------------------------------
-def batchnorm_forward_reference(x, gamma, beta, running_mean, running_var, train: bool = True,
-                                eps: float = EPS, momentum: float = MOMENTUM, xp=None, unbiased: bool = True):
+def batchnorm_forward_reference(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    train: bool = True,
+    eps: float = EPS,
+    momentum: float = MOMENTUM,
+    xp=None,
+    unbiased: bool = True,
+):
     """``(y, cache)``, Saito's ``BatchNormalization.forward`` with gpunn's conventions; updates
     ``running_mean``/``running_var`` in place in training mode (with the unbiased batch variance, or
     the biased one with ``unbiased=False``).  ``xp`` defaults to NumPy."""
@@ -229,7 +291,7 @@ def batchnorm_forward_reference(x, gamma, beta, running_mean, running_var, train
             raise ValueError("training mode needs a batch of at least 2 rows")
         mu = x.mean(axis=0)
         xc = x - mu
-        var = xp.mean(xc ** 2, axis=0)
+        var = xp.mean(xc**2, axis=0)
         std = xp.sqrt(var + eps)
         xn = xc / std
         running_mean[...] = (1 - momentum) * running_mean + momentum * mu

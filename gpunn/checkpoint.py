@@ -57,8 +57,19 @@ from .backend import host_xp, is_device_array
 
 np = host_xp()
 
-__all__ = ["CheckpointError", "CheckpointWarning", "FORMAT", "FORMAT_VERSION", "save", "load", "load_model",
-           "model_from_bytes", "model_to_bytes", "read_metadata", "reduce_model"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointWarning",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save",
+    "load",
+    "load_model",
+    "model_from_bytes",
+    "model_to_bytes",
+    "read_metadata",
+    "reduce_model",
+]
 
 FORMAT = "gpunn-checkpoint"
 FORMAT_VERSION = 1
@@ -111,19 +122,28 @@ def load(path, model, optimizer=None, trainer=None) -> dict:
     if optimizer is not None:
         stored = meta.get("optimizer")
         if not stored:
-            raise CheckpointError(p, "holds no optimizer state, but an optimizer "
-                                     f"({type(optimizer).__name__}) was given to restore; pass "
-                                     "optimizer=None to load the model only")
+            raise CheckpointError(
+                p,
+                "holds no optimizer state, but an optimizer "
+                f"({type(optimizer).__name__}) was given to restore; pass "
+                "optimizer=None to load the model only",
+            )
         if stored.get("class") != type(optimizer).__name__:
-            raise CheckpointError(p, f"holds the state of a {stored.get('class')} optimizer, not of "
-                                     f"the {type(optimizer).__name__} given")
+            raise CheckpointError(
+                p,
+                f"holds the state of a {stored.get('class')} optimizer, not of "
+                f"the {type(optimizer).__name__} given",
+            )
         opt_state = _decode(stored.get("state"), arrays, p)
         _check_optimizer_state(p, opt_state, model)
     tr_state = None
     if trainer is not None:
         if not meta.get("trainer"):
-            raise CheckpointError(p, "holds no trainer state (it was saved without a trainer); load it "
-                                     "with gpunn.checkpoint.load(path, model, optimizer) instead")
+            raise CheckpointError(
+                p,
+                "holds no trainer state (it was saved without a trainer); load it "
+                "with gpunn.checkpoint.load(path, model, optimizer) instead",
+            )
         tr_state = _decode(meta["trainer"], arrays, p)
         try:
             trainer._check_state(tr_state)
@@ -167,11 +187,13 @@ def model_from_bytes(data, device="cpu", cls=None, overrides=None):
     if cls is None:
         from .mlp import MLP as cls
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes (from gpunn.checkpoint.model_to_bytes), got "
-                        f"{type(data).__name__}")
+        raise TypeError(
+            f"data must be bytes (from gpunn.checkpoint.model_to_bytes), got {type(data).__name__}"
+        )
     data = bytes(data)
-    p, meta, arrays = _read_archive("<in-memory checkpoint>", io.BytesIO(data), len(data),
-                                    check_headers=_check_declared_sizes)
+    p, meta, arrays = _read_archive(
+        "<in-memory checkpoint>", io.BytesIO(data), len(data), check_headers=_check_declared_sizes
+    )
     return _rebuild(p, meta, arrays, get_device(device), cls, overrides)
 
 
@@ -190,9 +212,11 @@ def _check_declared_sizes(p, meta, headers):
         hidden = [hidden] if isinstance(hidden, int) else hidden
         if not isinstance(hidden, list):
             raise ValueError(f"hidden_sizes must be a list, got {hidden!r}")
-        sizes = [positive_int("input_size", cfg.get("input_size")),
-                 *(positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden)),
-                 positive_int("output_size", cfg.get("output_size"))]
+        sizes = [
+            positive_int("input_size", cfg.get("input_size")),
+            *(positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden)),
+            positive_int("output_size", cfg.get("output_size")),
+        ]
     except ValueError as exc:
         raise CheckpointError(p, f"bad model config: {exc}") from None
     n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
@@ -200,9 +224,12 @@ def _check_declared_sizes(p, meta, headers):
     stored = headers.get("model/params")
     shape = None if stored is None else stored[0]
     if shape != (n,) or m.get("n_params") != n:
-        raise CheckpointError(p, f"the stored config declares layers {sizes} ({n} parameters), but the file "
-                                 f"declares {m.get('n_params')!r} and holds an array of shape {shape}: "
-                                 "corrupt or tampered with; nothing was allocated")
+        raise CheckpointError(
+            p,
+            f"the stored config declares layers {sizes} ({n} parameters), but the file "
+            f"declares {m.get('n_params')!r} and holds an array of shape {shape}: "
+            "corrupt or tampered with; nothing was allocated",
+        )
 
 
 def read_metadata(path) -> dict:
@@ -220,11 +247,19 @@ def _checkpoint_arrays(model, optimizer=None, trainer=None) -> dict:
     """The arrays of a checkpoint (``__gpunn__`` the JSON metadata), as :func:`save` writes them."""
     _check_model_type(model)
     arrays: dict = {}
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "gpunn_version": _gpunn_version(),
-            "model": _model_meta(model, arrays), "optimizer": None, "trainer": None}
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "gpunn_version": _gpunn_version(),
+        "model": _model_meta(model, arrays),
+        "optimizer": None,
+        "trainer": None,
+    }
     if optimizer is not None:
-        meta["optimizer"] = {"class": type(optimizer).__name__,
-                             "state": _encode(_optimizer_state(optimizer), arrays, "optimizer", "optimizer")}
+        meta["optimizer"] = {
+            "class": type(optimizer).__name__,
+            "state": _encode(_optimizer_state(optimizer), arrays, "optimizer", "optimizer"),
+        }
     if trainer is not None:
         meta["trainer"] = _encode(trainer.state_dict(), arrays, "trainer", "trainer")
     text = json.dumps(meta, allow_nan=True)
@@ -235,23 +270,31 @@ def _checkpoint_arrays(model, optimizer=None, trainer=None) -> dict:
 def _rebuild_config(p, m, cls) -> dict:
     """The stored constructor config of model description ``m``, checked to rebuild a ``cls``."""
     if m.get("class") != cls.__name__:
-        raise CheckpointError(p, f"rebuilds {cls.__module__}.{cls.__name__} models; this checkpoint holds a "
-                                 f"{m.get('class')!r}: build the model yourself and use "
-                                 "gpunn.checkpoint.load()")
+        raise CheckpointError(
+            p,
+            f"rebuilds {cls.__module__}.{cls.__name__} models; this checkpoint holds a "
+            f"{m.get('class')!r}: build the model yourself and use "
+            "gpunn.checkpoint.load()",
+        )
     cfg = m.get("config")
     if not isinstance(cfg, dict):
-        raise CheckpointError(p, "holds no model config; build the MLP yourself and use "
-                                 "gpunn.checkpoint.load()")
+        raise CheckpointError(
+            p, "holds no model config; build the MLP yourself and use gpunn.checkpoint.load()"
+        )
     for key in ("activation", "loss"):
         v = cfg.get(key)
         if v is None or (isinstance(v, list) and None in v):
-            raise CheckpointError(p, f"the model used a custom {key} object, which a checkpoint cannot "
-                                     "store; build the MLP yourself and use gpunn.checkpoint.load()")
+            raise CheckpointError(
+                p,
+                f"the model used a custom {key} object, which a checkpoint cannot "
+                "store; build the MLP yourself and use gpunn.checkpoint.load()",
+            )
     accepted = inspect.signature(cls).parameters
     unknown = sorted(k for k in cfg if k not in accepted)
     if unknown:
-        raise CheckpointError(p, f"config option(s) {unknown} are not supported by this version's "
-                                 f"{cls.__name__}")
+        raise CheckpointError(
+            p, f"config option(s) {unknown} are not supported by this version's {cls.__name__}"
+        )
     return cfg
 
 
@@ -262,8 +305,9 @@ def _rebuild(p, meta, arrays, dev, cls, overrides=None):
     try:
         model = cls(**cfg, device=dev)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(p, f"cannot rebuild the {cls.__name__} from the stored config {cfg}: "
-                                 f"{exc}") from exc
+        raise CheckpointError(
+            p, f"cannot rebuild the {cls.__name__} from the stored config {cfg}: {exc}"
+        ) from exc
     _check_model(p, m, arrays, model)
     _apply_model(m, arrays, model)
     return model
@@ -281,9 +325,11 @@ def reduce_model(model):
     try:
         _rebuild_config("model", m, cls)
     except CheckpointError as exc:
-        raise TypeError(f"cannot pickle or copy this {cls.__name__}: {exc.problem}.  Save its weights "
-                        "with net.save(path) and load them into a model you build with "
-                        "gpunn.checkpoint.load(path, model)") from None
+        raise TypeError(
+            f"cannot pickle or copy this {cls.__name__}: {exc.problem}.  Save its weights "
+            "with net.save(path) and load them into a model you build with "
+            "gpunn.checkpoint.load(path, model)"
+        ) from None
     overrides = {}
     if getattr(model, "dropout_rand", None) is not None:
         overrides["dropout_rand"] = model.dropout_rand
@@ -292,10 +338,14 @@ def reduce_model(model):
 
 def _check_model_type(model):
     params = getattr(model, "params", None)
-    if getattr(params, "flat", None) is None or getattr(params, "layout", None) is None \
-            or getattr(model, "device", None) is None:
-        raise TypeError(f"model must be a gpunn MLP (with flat .params and a .device), got "
-                        f"{type(model).__name__}")
+    if (
+        getattr(params, "flat", None) is None
+        or getattr(params, "layout", None) is None
+        or getattr(model, "device", None) is None
+    ):
+        raise TypeError(
+            f"model must be a gpunn MLP (with flat .params and a .device), got {type(model).__name__}"
+        )
 
 
 def _buffers(model) -> dict:
@@ -320,20 +370,6 @@ def _model_rngs(model) -> dict:
     return found
 
 
-def _loss_name(loss):
-    from .losses import LOSSES
-
-    for name, factory in LOSSES.items():
-        try:
-            fresh = factory(np)
-        except Exception:  # pragma: no cover - a factory needing more arguments
-            continue
-        if type(fresh) is type(loss) and all(getattr(loss, k, None) == v for k, v in vars(fresh).items()
-                                             if k != "xp"):
-            return name
-    return None
-
-
 def _jsonable(v) -> bool:
     if v is None or isinstance(v, (bool, int, float, str)):
         return True
@@ -344,32 +380,14 @@ def _jsonable(v) -> bool:
     return False
 
 
-def _model_config(model) -> dict:
-    """The constructor arguments that rebuild ``model`` (``model.config`` when it has one)."""
+def _model_config(model):
+    """The constructor arguments that rebuild ``model``: its ``config`` (set by ``MLP.__init__``), the
+    JSON-able values kept, tuples as lists; None for a model that keeps no config (it cannot be rebuilt
+    from its checkpoint, only loaded into a model built by hand)."""
     cfg = getattr(model, "config", None)
-    if isinstance(cfg, dict):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if _jsonable(v)}
-    sizes = list(getattr(model, "sizes", []))
-    cfg = {}
-    if sizes:
-        cfg.update(input_size=sizes[0], hidden_sizes=sizes[1:-1], output_size=sizes[-1])
-    acts = getattr(model, "activations", None)
-    if acts is not None:
-        cfg["activation"] = [a if isinstance(a, str) else None for a in acts]
-    if getattr(model, "last_layer", None) is not None:
-        cfg["loss"] = _loss_name(model.last_layer)
-    cfg["dtype"] = model.dtype.name
-    try:
-        names = inspect.signature(type(model)).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        names = {}
-    for name in names:
-        if name in cfg or name in ("device", "seed", "init", "activation", "loss"):
-            continue
-        v = getattr(model, name, None)
-        if v is not None and _jsonable(v):
-            cfg[name] = list(v) if isinstance(v, tuple) else v
-    return cfg
+    if not isinstance(cfg, dict):
+        return None
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if _jsonable(v)}
 
 
 def _model_meta(model, arrays) -> dict:
@@ -388,8 +406,10 @@ def _model_meta(model, arrays) -> dict:
         "layout": [[name, list(layout.shapes[name]), int(layout.offsets[name])] for name in layout.names],
         "buffers": buffers,
         "config": _model_config(model),
-        "rngs": {name: _encode(g.bit_generator.state, arrays, f"model/rng/{name}", name)
-                 for name, g in _model_rngs(model).items()},
+        "rngs": {
+            name: _encode(g.bit_generator.state, arrays, f"model/rng/{name}", name)
+            for name, g in _model_rngs(model).items()
+        },
     }
 
 
@@ -408,35 +428,52 @@ def _check_model(p, m, arrays, model):
     if theirs != mine:
         raise CheckpointError(p, _layout_mismatch(theirs, mine))
     if m.get("dtype") != dtype:
-        raise CheckpointError(p, f"holds {m.get('dtype')} parameters but the model computes in {dtype}; "
-                                 f"build the model with dtype={m.get('dtype')!r}")
+        raise CheckpointError(
+            p,
+            f"holds {m.get('dtype')} parameters but the model computes in {dtype}; "
+            f"build the model with dtype={m.get('dtype')!r}",
+        )
     flat = arrays.get("model/params")
     if flat is None or flat.shape != (layout.size,) or flat.dtype.name != dtype:
         got = "missing" if flat is None else f"{flat.dtype.name} {flat.shape}"
         raise CheckpointError(p, f"entry 'model/params' is {got}, expected {dtype} ({layout.size},)")
-    mine_b = {k: {"shape": list(v.shape), "dtype": np.dtype(v.dtype).name}
-              for k, v in _buffers(model).items()}
+    mine_b = {
+        k: {"shape": list(v.shape), "dtype": np.dtype(v.dtype).name} for k, v in _buffers(model).items()
+    }
     theirs_b = m.get("buffers") or {}
     if theirs_b != mine_b:
-        raise CheckpointError(p, "is a checkpoint of a different architecture: its buffers (BatchNorm "
-                                 f"statistics) are {_fmt_buffers(theirs_b)}, the model's "
-                                 f"{_fmt_buffers(mine_b)}")
+        raise CheckpointError(
+            p,
+            "is a checkpoint of a different architecture: its buffers (BatchNorm "
+            f"statistics) are {_fmt_buffers(theirs_b)}, the model's "
+            f"{_fmt_buffers(mine_b)}",
+        )
     for name, spec in theirs_b.items():
         a = arrays.get(f"model/buffers/{name}")
         if a is None or list(a.shape) != spec["shape"] or a.dtype.name != spec["dtype"]:
-            raise CheckpointError(p, f"entry 'model/buffers/{name}' is missing or does not match "
-                                     "its metadata")
-    cfg, my_cfg = m.get("config") or {}, _model_config(model)
-    if cfg.get("activation") is not None and my_cfg.get("activation") is not None \
-            and cfg["activation"] != my_cfg["activation"]:
-        raise CheckpointError(p, "is a checkpoint of a different architecture: activations "
-                                 f"{cfg['activation']} in the checkpoint, {my_cfg['activation']} in the "
-                                 "model")
+            raise CheckpointError(
+                p, f"entry 'model/buffers/{name}' is missing or does not match its metadata"
+            )
+    cfg, my_cfg = m.get("config") or {}, _model_config(model) or {}
+    if (
+        cfg.get("activation") is not None
+        and my_cfg.get("activation") is not None
+        and cfg["activation"] != my_cfg["activation"]
+    ):
+        raise CheckpointError(
+            p,
+            "is a checkpoint of a different architecture: activations "
+            f"{cfg['activation']} in the checkpoint, {my_cfg['activation']} in the "
+            "model",
+        )
     differ = sorted(k for k in set(cfg) & set(my_cfg) if cfg[k] != my_cfg[k] and k != "activation")
     if differ:
-        warnings.warn(f"{p}: the model differs from the saved one in "
-                      + ", ".join(f"{k} ({cfg[k]!r} saved, {my_cfg[k]!r} now)" for k in differ),
-                      CheckpointWarning, stacklevel=3)
+        warnings.warn(
+            f"{p}: the model differs from the saved one in "
+            + ", ".join(f"{k} ({cfg[k]!r} saved, {my_cfg[k]!r} now)" for k in differ),
+            CheckpointWarning,
+            stacklevel=3,
+        )
     _check_rngs(p, m, arrays, model)
 
 
@@ -457,8 +494,11 @@ def _check_rngs(p, m, arrays, model):
             raise CheckpointError(p, f"bad random-generator state for {name!r}: {exc}") from exc
         gen = mine.get(name)
         if gen is not None and type(gen.bit_generator).__name__ != state["bit_generator"]:
-            raise CheckpointError(p, f"random generator {name!r} is a {state['bit_generator']} in the "
-                                     f"checkpoint, a {type(gen.bit_generator).__name__} in the model")
+            raise CheckpointError(
+                p,
+                f"random generator {name!r} is a {state['bit_generator']} in the "
+                f"checkpoint, a {type(gen.bit_generator).__name__} in the model",
+            )
 
 
 def _layout_mismatch(theirs, mine) -> str:
@@ -467,14 +507,18 @@ def _layout_mismatch(theirs, mine) -> str:
     try:
         for (n1, s1, _), (n2, s2, _) in zip(theirs, mine, strict=False):
             if n1 != n2 or list(s1) != list(s2):
-                detail = f": parameter {n1!r} has shape {tuple(s1)} in the checkpoint, the model's " \
-                         f"{n2!r} has {tuple(s2)}"
+                detail = (
+                    f": parameter {n1!r} has shape {tuple(s1)} in the checkpoint, the model's "
+                    f"{n2!r} has {tuple(s2)}"
+                )
                 break
         theirs_txt = _fmt_layout(theirs)
     except (TypeError, ValueError):
         theirs_txt = "(unreadable layout)"
-    return f"is a checkpoint of a different architecture{detail} (checkpoint: {theirs_txt}; model: " \
-           f"{_fmt_layout(mine)})"
+    return (
+        f"is a checkpoint of a different architecture{detail} (checkpoint: {theirs_txt}; model: "
+        f"{_fmt_layout(mine)})"
+    )
 
 
 def _fmt_buffers(b) -> str:
@@ -492,18 +536,25 @@ def _apply_model(m, arrays, model):
     for name, state in (m.get("rngs") or {}).items():
         gen = rngs.get(name)
         if gen is None:
-            warnings.warn(f"the checkpoint holds the state of random generator {name!r}, which the model "
-                          "does not have; ignored", CheckpointWarning, stacklevel=3)
+            warnings.warn(
+                f"the checkpoint holds the state of random generator {name!r}, which the model "
+                "does not have; ignored",
+                CheckpointWarning,
+                stacklevel=3,
+            )
             continue
         _set_rng_state(gen, _decode(state, arrays, "?"))
 
 
 def _set_rng_state(gen, state):
+    """Give ``gen`` the stored ``state`` of a bit generator of its own kind (checked before by
+    ``_check_rngs``, so the error below is unreachable from a load)."""
     if type(gen.bit_generator).__name__ == state["bit_generator"]:
         gen.bit_generator.state = state
-    else:  # pragma: no cover - a generator of another kind: replace its bit generator's state
-        raise ValueError(f"generator is {type(gen.bit_generator).__name__}, checkpoint holds "
-                         f"{state['bit_generator']}")
+    else:  # pragma: no cover - a generator of another kind: refused, its state is not replaced
+        raise ValueError(
+            f"generator is {type(gen.bit_generator).__name__}, checkpoint holds {state['bit_generator']}"
+        )
 
 
 def make_rng(state):
@@ -525,8 +576,12 @@ def _optimizer_state(opt):
     sd = getattr(opt, "state_dict", None)
     if callable(sd):
         return {"kind": "state_dict", "state": sd()}
-    warnings.warn(f"{type(opt).__name__} has no state_dict(): its state is not saved (resuming is exact "
-                  "only for a stateless optimizer)", CheckpointWarning, stacklevel=4)
+    warnings.warn(
+        f"{type(opt).__name__} has no state_dict(): its state is not saved (resuming is exact "
+        "only for a stateless optimizer)",
+        CheckpointWarning,
+        stacklevel=4,
+    )
     return {"kind": "none"}
 
 
@@ -538,8 +593,9 @@ def _check_optimizer_state(p, state, model):
     n = model.params.layout.size
     for key, v in inner.items():
         if isinstance(key, str) and key.startswith("state.__flat__.") and getattr(v, "size", n) != n:
-            raise CheckpointError(p, f"optimizer state {key!r} has {v.size} elements but the model has "
-                                     f"{n} parameters")
+            raise CheckpointError(
+                p, f"optimizer state {key!r} has {v.size} elements but the model has {n} parameters"
+            )
 
 
 def _load_optimizer_state(opt, state, dev):
@@ -593,8 +649,10 @@ def _encode(obj, arrays, prefix, where):
             if all(isinstance(k, str) and not k.startswith("__") for k in v):
                 return {k: enc(e, f"{path}[{k!r}]") for k, e in v.items()}
             return {"__items__": [[enc(k, path), enc(e, f"{path}[{k!r}]")] for k, e in v.items()]}
-        raise TypeError(f"cannot store {path} in a checkpoint: a {type(v).__name__} (checkpoints hold "
-                        "arrays, numbers, strings, lists, tuples and dicts)")
+        raise TypeError(
+            f"cannot store {path} in a checkpoint: a {type(v).__name__} (checkpoints hold "
+            "arrays, numbers, strings, lists, tuples and dicts)"
+        )
 
     return enc(obj, where)
 
@@ -611,7 +669,7 @@ def _decode(tree, arrays, p):
             return [dec(e) for e in v]
         if isinstance(v, dict):
             if len(v) == 1:
-                (k, e), = v.items()
+                ((k, e),) = v.items()
                 if k == "__array__":
                     return arr(e)
                 if k == "__scalar__":
@@ -666,8 +724,10 @@ def check_writable(directory: Path, what: str = "checkpoint_path") -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".gpunn-write-test.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise ValueError(f"{what}: cannot write in directory {directory} ({exc.strerror or exc}); choose "
-                         "a writable directory") from None
+        raise ValueError(
+            f"{what}: cannot write in directory {directory} ({exc.strerror or exc}); choose "
+            "a writable directory"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -679,8 +739,12 @@ def _remove_orphans(p: Path, prefix: str, keep: str):
     except OSError:
         return
     for name in names:
-        if name.startswith(prefix) and name.endswith(".tmp") and name != keep \
-                and len(name) == len(prefix) + 8 + 4:
+        if (
+            name.startswith(prefix)
+            and name.endswith(".tmp")
+            and name != keep
+            and len(name) == len(prefix) + 8 + 4
+        ):
             try:
                 os.unlink(p.parent / name)
             except OSError:
@@ -748,8 +812,11 @@ def _references(tree) -> set:
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
-            if len(v) == 1 and next(iter(v)) in ("__array__", "__scalar__") and isinstance(
-                    next(iter(v.values())), str):
+            if (
+                len(v) == 1
+                and next(iter(v)) in ("__array__", "__scalar__")
+                and isinstance(next(iter(v.values())), str)
+            ):
                 found.add(next(iter(v.values())))
             stack.extend(v.values())
         elif isinstance(v, list):
@@ -777,8 +844,11 @@ def _read_archive(p, source, size_on_disk, check_headers=None):
     try:
         zf = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise CheckpointError(p, "is not a gpunn checkpoint: not a .npz (zip) archive -- random bytes, a "
-                                 f"truncated file or another format ({exc})") from exc
+        raise CheckpointError(
+            p,
+            "is not a gpunn checkpoint: not a .npz (zip) archive -- random bytes, a "
+            f"truncated file or another format ({exc})",
+        ) from exc
     with zf:
         infos = {}
         for info in zf.infolist():
@@ -789,20 +859,33 @@ def _read_archive(p, source, size_on_disk, check_headers=None):
             names = list(infos)
             shown = ", ".join(names[:6])
             more = ", ..." if len(names) > 6 else ""
-            raise CheckpointError(p, f"is not a gpunn checkpoint: a .npz without the {META!r} metadata "
-                                     f"entry (it holds {shown or 'nothing'}{more})")
+            raise CheckpointError(
+                p,
+                f"is not a gpunn checkpoint: a .npz without the {META!r} metadata "
+                f"entry (it holds {shown or 'nothing'}{more})",
+            )
         if infos[META].file_size > _MAX_META_BYTES:
             raise CheckpointError(p, f"corrupt metadata: {infos[META].file_size} bytes")
         meta = _parse_meta(p, _read_entry(p, zf, infos[META], size_on_disk))
-        wanted = _references(meta) | {"model/params"} | {
-            f"model/buffers/{name}" for name in (meta["model"].get("buffers") or {})
-            if isinstance(name, str)}
-        headers = {name: _read_entry(p, zf, info, size_on_disk, header_only=True)  # (a few bytes each)
-                   for name, info in infos.items() if name != META}
+        wanted = (
+            _references(meta)
+            | {"model/params"}
+            | {
+                f"model/buffers/{name}"
+                for name in (meta["model"].get("buffers") or {})
+                if isinstance(name, str)
+            }
+        )
+        headers = {
+            name: _read_entry(p, zf, info, size_on_disk, header_only=True)  # (a few bytes each)
+            for name, info in infos.items()
+            if name != META
+        }
         if check_headers is not None:
             check_headers(p, meta, headers)
-        arrays = {name: _read_entry(p, zf, infos[name], size_on_disk) for name in sorted(wanted)
-                  if name in infos}
+        arrays = {
+            name: _read_entry(p, zf, infos[name], size_on_disk) for name in sorted(wanted) if name in infos
+        }
     return p, meta, arrays
 
 
@@ -822,8 +905,11 @@ def _parse_meta(p, meta_arr):
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(p, f"unknown checkpoint format version {version!r}")
     if version > FORMAT_VERSION:
-        raise CheckpointError(p, f"checkpoint format version {version} is newer than this gpunn reads "
-                                 f"(version {FORMAT_VERSION}); upgrade gpunn to load it")
+        raise CheckpointError(
+            p,
+            f"checkpoint format version {version} is newer than this gpunn reads "
+            f"(version {FORMAT_VERSION}); upgrade gpunn to load it",
+        )
     if not isinstance(meta.get("model"), dict):
         raise CheckpointError(p, "metadata has no model description")
     return meta
@@ -836,8 +922,9 @@ def _read_entry(p, zf, info, size_on_disk, header_only=False):
     fmt = np.lib.format
     try:
         if info.compress_size > size_on_disk or (
-                info.compress_type != zipfile.ZIP_STORED
-                and info.file_size > info.compress_size * _MAX_DEFLATE_RATIO + 4096):
+            info.compress_type != zipfile.ZIP_STORED
+            and info.file_size > info.compress_size * _MAX_DEFLATE_RATIO + 4096
+        ):
             raise CheckpointError(p, f"entry {name!r} is corrupt: its zip header declares impossible sizes")
         with zf.open(info) as f:
             version = fmt.read_magic(f)
@@ -848,21 +935,28 @@ def _read_entry(p, zf, info, size_on_disk, header_only=False):
             else:
                 raise CheckpointError(p, f"entry {name!r}: unsupported .npy version {version}")
             if dtype.hasobject:
-                raise CheckpointError(p, f"entry {name!r} holds Python objects (pickled data); gpunn "
-                                         "checkpoints never do, and it is not loaded")
+                raise CheckpointError(
+                    p,
+                    f"entry {name!r} holds Python objects (pickled data); gpunn "
+                    "checkpoints never do, and it is not loaded",
+                )
             nbytes = dtype.itemsize * prod(shape)
             room = info.file_size - f.tell()
             if nbytes != room:
-                raise CheckpointError(p, f"entry {name!r} is truncated or corrupt: its header declares "
-                                         f"{dtype} {tuple(shape)} ({nbytes} bytes), the entry holds {room}")
+                raise CheckpointError(
+                    p,
+                    f"entry {name!r} is truncated or corrupt: its header declares "
+                    f"{dtype} {tuple(shape)} ({nbytes} bytes), the entry holds {room}",
+                )
             if header_only:
                 return tuple(shape), dtype
             data = bytearray(f.read())  # to the end, so zipfile checks the CRC
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, zlib.error, NotImplementedError) as exc:
-        raise CheckpointError(p, f"entry {name!r} is truncated or corrupt ({exc.__class__.__name__}: "
-                                 f"{exc})") from exc
+        raise CheckpointError(
+            p, f"entry {name!r} is truncated or corrupt ({exc.__class__.__name__}: {exc})"
+        ) from exc
     if len(data) != nbytes:
         raise CheckpointError(p, f"entry {name!r} is truncated: {len(data)} of {nbytes} bytes")
     a = np.frombuffer(data, dtype=dtype)

@@ -40,8 +40,12 @@ measured in ``benchmarks/RESULTS.md``)."""
 SAMPLE_S = 0.25
 """Seconds between two samples of the machine's idle cores (:func:`budget`)."""
 
-_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE",
-                    "PMIX_LOCAL_SIZE")
+_LOCAL_SIZE_VARS = (
+    "MPI_LOCALNRANKS",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MV2_COMM_WORLD_LOCAL_SIZE",
+    "PMIX_LOCAL_SIZE",
+)
 """Ranks on this machine, as MPI launchers announce it (MPICH/Hydra, Open MPI, MVAPICH, PMIx)."""
 
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -110,8 +114,8 @@ class _Load:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.last = None          # (monotonic time, idle jiffies, total jiffies, own CPU seconds)
-        self.value = None         # cores available at the last sample (None: not sampled yet)
+        self.last = None  # (monotonic time, idle jiffies, total jiffies, own CPU seconds)
+        self.value = None  # cores available at the last sample (None: not sampled yet)
         self.next = 0.0
 
     def sample(self, now: float) -> None:
@@ -201,7 +205,7 @@ class _Blas:
         self.libs = None
         self.start = 1
         self.current = None
-        self.active = 0           # GEMMs running with ``current`` threads
+        self.active = 0  # GEMMs running with ``current`` threads
         self.queue = collections.deque()  # threads waiting for their turn, in order
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
@@ -242,7 +246,7 @@ class _Blas:
                     self.cond.wait()
                 self.queue.popleft()
                 self.cond.notify_all()  # the next in line may join this run of GEMMs
-            if self.current != n:       # only when no GEMM runs (active == 0)
+            if self.current != n:  # only when no GEMM runs (active == 0)
                 self._set(n)
             self.active += 1
         finally:
@@ -341,8 +345,8 @@ def matmul(matmul_fn, a, b, out=None, train: bool = True):
 def gemm(m: int, k: int, n: int, train: bool = True):
     """A context for one (m×k)·(k×n) GEMM with the policy's BLAS thread count::
 
-        with cpu_threads.gemm(m, k, n):
-            numpy.matmul(a, b, out=out)
+    with cpu_threads.gemm(m, k, n):
+        numpy.matmul(a, b, out=out)
     """
     if not _blas.available():
         return _NO_SECTION

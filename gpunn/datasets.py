@@ -375,8 +375,10 @@ def load_idx_pair(
             f"{labels_path}: expected unsigned-byte labels of shape (n,), got {labels.dtype} {labels.shape}"
         )
     if images.shape[0] == 0:
-        raise IDXFormatError(f"{images_path}: holds 0 images (an empty dataset); check that the file is "
-                             "complete and is the right one")
+        raise IDXFormatError(
+            f"{images_path}: holds 0 images (an empty dataset); check that the file is "
+            "complete and is the right one"
+        )
     if images.shape[0] != labels.shape[0]:
         raise IDXFormatError(
             f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"
@@ -683,16 +685,28 @@ def _loader(name: str, public_name: str, doc: str):
         dtype: str = "float32",
         progress_bar: bool | None = None,
     ) -> DatasetSplits:
-        return _load(name, path, data_dir=data_dir, flatten=flatten, one_hot=one_hot,
-                     validation=validation, seed=seed, download=download, dtype=dtype,
-                     progress_bar=progress_bar)
+        return _load(
+            name,
+            path,
+            data_dir=data_dir,
+            flatten=flatten,
+            one_hot=one_hot,
+            validation=validation,
+            seed=seed,
+            download=download,
+            dtype=dtype,
+            progress_bar=progress_bar,
+        )
 
     load.__name__ = load.__qualname__ = public_name
     load.__doc__ = doc
     return load
 
 
-load_mnist = _loader("mnist", "load_mnist", """\
+load_mnist = _loader(
+    "mnist",
+    "load_mnist",
+    """\
 Load MNIST (60,000 training and 10,000 test handwritten digits, 28x28, classes 0-9).
 
     ``(x_train, t_train), (x_test, t_test) = load_mnist()``, or with ``validation=N`` (or a
@@ -701,15 +715,20 @@ Load MNIST (60,000 training and 10,000 test handwritten digits, 28x28, classes 0
     ``path``.  Raises :class:`DatasetNotFoundError` when the files cannot be found or downloaded
     (if only the t10k files exist, use :func:`load_mnist_test_split`), :class:`IDXFormatError` for
     a corrupt file.
-    """)
+    """,
+)
 
-load_fashion_mnist = _loader("fashion-mnist", "load_fashion_mnist", """\
+load_fashion_mnist = _loader(
+    "fashion-mnist",
+    "load_fashion_mnist",
+    """\
 Load Fashion-MNIST (60,000 + 10,000 28x28 images of clothing, 10 classes, see
     :data:`FASHION_MNIST_CLASSES`); same interface and conventions as :func:`load_mnist`.
 
     On Debian/Ubuntu ``apt-get install -y dataset-fashion-mnist`` provides the files in
     ``/usr/share/datasets/fashion-mnist``, which is searched automatically.
-    """)
+    """,
+)
 
 
 def load_mnist_test_split(

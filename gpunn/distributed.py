@@ -75,10 +75,29 @@ from .validate import positive_int
 np = host_xp()
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "ENV_TIMEOUT", "Context", "DistributedError", "DistributedTimeoutError",
-    "ShardedSampler", "allreduce_mean", "barrier", "broadcast", "broadcast_parameters", "get_context",
-    "init", "is_initialized", "is_main", "launched_by_mpi", "local_device", "local_rank", "rank",
-    "rank_seed", "shard_bounds", "shard_sizes", "shutdown", "world_size",
+    "DEFAULT_TIMEOUT",
+    "ENV_TIMEOUT",
+    "Context",
+    "DistributedError",
+    "DistributedTimeoutError",
+    "ShardedSampler",
+    "allreduce_mean",
+    "barrier",
+    "broadcast",
+    "broadcast_parameters",
+    "get_context",
+    "init",
+    "is_initialized",
+    "is_main",
+    "launched_by_mpi",
+    "local_device",
+    "local_rank",
+    "rank",
+    "rank_seed",
+    "shard_bounds",
+    "shard_sizes",
+    "shutdown",
+    "world_size",
 ]
 
 DEFAULT_TIMEOUT = 300.0
@@ -89,10 +108,22 @@ ENV_TIMEOUT = "GPUNN_DIST_TIMEOUT"
 # variables MPI launchers set in each process they start (MPICH/Hydra and Intel MPI: PMI_*,
 # Open MPI: OMPI_COMM_WORLD_*, PMIx-based launchers incl. Slurm's srun --mpi=pmix: PMIX_RANK,
 # MVAPICH: MV2_COMM_WORLD_*)
-_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
-                  "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK")
-_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
-                    "PMIX_LOCAL_RANK", "SLURM_LOCALID")
+_LAUNCHER_VARS = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "MV2_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_RANK",
+)
+_LOCAL_RANK_VARS = (
+    "MPI_LOCALRANKID",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MV2_COMM_WORLD_LOCAL_RANK",
+    "PMIX_LOCAL_RANK",
+    "SLURM_LOCALID",
+)
 _INSTALL_HINT = 'pip install "gpunn[dist]"  (mpi4py and the MPICH wheel, which provides mpirun)'
 
 
@@ -151,8 +182,9 @@ class ShardedSampler:
     data.  ``rank``/``world_size`` default to the current context's (:func:`init`).
     """
 
-    def __init__(self, n: int, batch_size: int, seed=0, *, rank=None, world_size=None,
-                 drop_last: bool = False):
+    def __init__(
+        self, n: int, batch_size: int, seed=0, *, rank=None, world_size=None, drop_last: bool = False
+    ):
         from .backend import check_seed
 
         n, batch_size = positive_int("n", n), positive_int("batch_size", batch_size)
@@ -176,7 +208,7 @@ class ShardedSampler:
         """The global batches (index arrays) of one epoch's permutation ``order``."""
         bs = self.batch_size
         stop = (self.n // bs) * bs if self.drop_last else self.n
-        return [order[s:min(s + bs, stop)] for s in range(0, stop, bs)]
+        return [order[s : min(s + bs, stop)] for s in range(0, stop, bs)]
 
     def __iter__(self):
         order = self.rng.permutation(self.n)
@@ -214,8 +246,12 @@ def _env_timeout():
 def _check_timeout(timeout):
     if timeout is None:
         timeout = _env_timeout()
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout \
-            or timeout < 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or timeout != timeout
+        or timeout < 0
+    ):
         raise ValueError(f"timeout must be a number of seconds >= 0 (0: wait forever), got {timeout!r}")
     return None if timeout == 0 or timeout == float("inf") else float(timeout)
 
@@ -242,11 +278,11 @@ class Context:
         self.world_size = 1 if comm is None else comm.Get_size()
         self.timeout = _check_timeout(timeout)
         self.backend = backend
-        self.broken = None        # why the communicator is unusable (a timed-out collective)
+        self.broken = None  # why the communicator is unusable (a timed-out collective)
         self.stats = {}
         self._local_rank = None
         self._local_size = None
-        self._nccl = None         # (device index, nccl module, NcclCommunicator)
+        self._nccl = None  # (device index, nccl module, NcclCommunicator)
         self._MPI = None
         if comm is not None:
             from mpi4py import MPI
@@ -312,7 +348,12 @@ class Context:
             f"of {self.world_size}: another rank has failed, hung or exited (look for its error above). "
             f"The communicator is unusable now. If a rank is legitimately slow (e.g. writing a large "
             f"checkpoint), raise the limit with init(timeout=...) or {ENV_TIMEOUT}.",
-            what, step, self.rank, self.world_size, self.timeout)
+            what,
+            step,
+            self.rank,
+            self.world_size,
+            self.timeout,
+        )
 
     def _poll(self, done, what, step, cleanup=None):
         """Return once ``done()`` is true; raise :class:`DistributedTimeoutError` after
@@ -402,8 +443,9 @@ class Context:
         self._check_usable(what)
         t0 = time.perf_counter()
         MPI = self._MPI
-        self._wait(self.comm.Iallreduce(MPI.IN_PLACE, out, op=MPI.SUM if op == "sum" else MPI.MAX), what,
-                   step)
+        self._wait(
+            self.comm.Iallreduce(MPI.IN_PLACE, out, op=MPI.SUM if op == "sum" else MPI.MAX), what, step
+        )
         self._timed("allreduce_host", t0)
         return out
 
@@ -439,8 +481,11 @@ class Context:
         self._check_usable(what)
         n = np.array([len(data) if self.rank == root else 0], dtype=np.int64)
         self._wait(self.comm.Ibcast(n, root=root), what, None)
-        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == root \
+        buf = (
+            np.frombuffer(data, dtype=np.uint8).copy()
+            if self.rank == root
             else np.empty(int(n[0]), dtype=np.uint8)
+        )
         self._wait(self.comm.Ibcast(buf, root=root), what, None)
         return buf.tobytes()
 
@@ -462,8 +507,7 @@ class Context:
             nccl = _nccl_module(xp)
             with xp.cuda.Device(index):
                 uid = nccl.get_unique_id() if self.rank == 0 else None
-                data = self.bcast_bytes(pickle.dumps(uid) if self.rank == 0 else None,
-                                        name="NCCL unique id")
+                data = self.bcast_bytes(pickle.dumps(uid) if self.rank == 0 else None, name="NCCL unique id")
                 uid = pickle.loads(data)  # noqa: S301 - sent by rank 0 of this job over MPI
                 comm = nccl.NcclCommunicator(self.world_size, uid, self.rank)
             if self._nccl is not None:
@@ -474,8 +518,9 @@ class Context:
 
     def _nccl_allreduce(self, buf, what, step):
         nccl, comm, stream = self._nccl_call(buf)
-        comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, _nccl_dtype(nccl, buf, what), nccl.NCCL_SUM,
-                       stream.ptr)
+        comm.allReduce(
+            buf.data.ptr, buf.data.ptr, buf.size, _nccl_dtype(nccl, buf, what), nccl.NCCL_SUM, stream.ptr
+        )
         self._nccl_wait(comm, stream, what, step)
 
     def _nccl_wait(self, comm, stream, what, step):
@@ -560,7 +605,8 @@ def _nccl_module(xp):
             f"NCCL is not available for GPU data parallelism ({reason or 'no NcclCommunicator'}). "
             "Install NCCL for CuPy (e.g. `pip install nvidia-nccl-cu12`, see CuPy's installation guide, "
             "'Additional CUDA Libraries'), or pass backend='mpi' to init() to reduce GPU buffers "
-            "through the host with MPI (slower).")
+            "through the host with MPI (slower)."
+        )
     return nccl
 
 
@@ -601,8 +647,10 @@ def init(comm=None, *, timeout=None, backend: str = "auto", abort_on_exception: 
         try:
             from mpi4py import MPI
         except ImportError as exc:
-            raise DistributedError(f"this process was started by an MPI launcher, but mpi4py cannot be "
-                                   f"imported ({exc}); install it: {_INSTALL_HINT}") from exc
+            raise DistributedError(
+                f"this process was started by an MPI launcher, but mpi4py cannot be "
+                f"imported ({exc}); install it: {_INSTALL_HINT}"
+            ) from exc
         comm = MPI.COMM_WORLD
     ctx = Context(comm, timeout=timeout, backend=backend)
     if _context is not None:
@@ -672,9 +720,11 @@ def local_device(name: str = "auto") -> str:
         try:
             dev = get_device(f"cuda:{index}", strict=True)
         except DeviceError as exc:
-            raise DistributedError(f"rank {rank()} is local rank {index} on its machine and uses GPU "
-                                   f"{index}, which is not usable ({exc}); launch at most one process per "
-                                   "GPU") from exc
+            raise DistributedError(
+                f"rank {rank()} is local rank {index} on its machine and uses GPU "
+                f"{index}, which is not usable ({exc}); launch at most one process per "
+                "GPU"
+            ) from exc
         dev.xp.cuda.Device(index).use()
     return f"cuda:{index}"
 
@@ -717,9 +767,11 @@ def _install_excepthook(ctx):
         try:
             previous(exc_type, exc, tb)
         finally:
-            sys.stderr.write(f"gpunn.distributed: rank {ctx.rank} of {ctx.world_size} stopped with an "
-                             f"uncaught {exc_type.__name__}; aborting the MPI job so that the other ranks "
-                             "do not wait for it\n")
+            sys.stderr.write(
+                f"gpunn.distributed: rank {ctx.rank} of {ctx.world_size} stopped with an "
+                f"uncaught {exc_type.__name__}; aborting the MPI job so that the other ranks "
+                "do not wait for it\n"
+            )
             _abort(ctx)
 
     hook._gpunn_abort = True

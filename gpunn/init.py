@@ -24,8 +24,19 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["Initializer", "Zeros", "Normal", "Uniform", "XavierNormal", "XavierUniform", "LecunNormal",
-           "HeNormal", "HeUniform", "HeLeaky", "get_initializer"]
+__all__ = [
+    "Initializer",
+    "Zeros",
+    "Normal",
+    "Uniform",
+    "XavierNormal",
+    "XavierUniform",
+    "LecunNormal",
+    "HeNormal",
+    "HeUniform",
+    "HeLeaky",
+    "get_initializer",
+]
 
 
 class Initializer:
@@ -128,14 +139,25 @@ class HeLeaky(Initializer):
 
 
 _NAMES = {
-    "zeros": Zeros, "zero": Zeros,
-    "normal": Normal, "std": Normal,
+    "zeros": Zeros,
+    "zero": Zeros,
+    "normal": Normal,
+    "std": Normal,
     "uniform": Uniform,
-    "xavier": XavierNormal, "xavier_normal": XavierNormal, "glorot": XavierNormal,
-    "glorot_normal": XavierNormal, "xavier_uniform": XavierUniform, "glorot_uniform": XavierUniform,
-    "lecun": LecunNormal, "lecun_normal": LecunNormal,
-    "he": HeNormal, "msra": HeNormal, "he_normal": HeNormal, "he_uniform": HeUniform,
-    "he_leaky": HeLeaky, "he_leaky_relu": HeLeaky,
+    "xavier": XavierNormal,
+    "xavier_normal": XavierNormal,
+    "glorot": XavierNormal,
+    "glorot_normal": XavierNormal,
+    "xavier_uniform": XavierUniform,
+    "glorot_uniform": XavierUniform,
+    "lecun": LecunNormal,
+    "lecun_normal": LecunNormal,
+    "he": HeNormal,
+    "msra": HeNormal,
+    "he_normal": HeNormal,
+    "he_uniform": HeUniform,
+    "he_leaky": HeLeaky,
+    "he_leaky_relu": HeLeaky,
 }
 
 

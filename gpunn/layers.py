@@ -25,8 +25,19 @@ from .backend import Device, empty_aligned, host_xp
 from .kernels import activations as _cpu
 from .kernels import elementwise_grid, launch
 
-__all__ = ["Layer", "Affine", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "get_activation",
-           "softmax", "ACTIVATIONS"]
+__all__ = [
+    "Layer",
+    "Affine",
+    "Sigmoid",
+    "Tanh",
+    "ReLU",
+    "LeakyReLU",
+    "GELU",
+    "Identity",
+    "get_activation",
+    "softmax",
+    "ACTIVATIONS",
+]
 
 
 class Layer:
@@ -75,7 +86,7 @@ class Affine(Layer):
         self.W, self.b, self.dW, self.db = W, b, dW, db
         self.x = None
         self.bias_deferred = False  # fast path: the next activation adds b and computes db
-        self.need_dx = True         # fast path: False for a first layer (∂L/∂x unused)
+        self.need_dx = True  # fast path: False for a first layer (∂L/∂x unused)
 
     def forward(self, x, train=False):
         self.x = x
@@ -136,7 +147,7 @@ class _Activation(Layer):
     FUSES_BIAS = True
     AUTO_INIT = "xavier_normal"
     bias = None  # fast path inside an MLP: the preceding Affine's b (added here) ...
-    db = None    # ... and its gradient (written by backward)
+    db = None  # ... and its gradient (written by backward)
 
     def forward(self, x, train=False):
         if self.dev is None:
@@ -251,7 +262,7 @@ class GELU(_Activation):
     def _ref_forward(self, x):
         self.x = x
         k = math.sqrt(2 / math.pi)
-        self.t = self.xp.tanh(k * (x + 0.044715 * x ** 3))
+        self.t = self.xp.tanh(k * (x + 0.044715 * x**3))
         return 0.5 * x * (1 + self.t)
 
     def _ref_backward(self, dout):

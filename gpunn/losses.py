@@ -20,9 +20,20 @@ Hinge                   (1/N) Σₙ Σ_{k≠tₙ} max(0, yₙₖ − yₙ,tₙ +
 
 from __future__ import annotations
 
-__all__ = ["Loss", "SoftmaxCrossEntropy", "CrossEntropy", "BinaryCrossEntropy", "MeanSquaredError",
-           "L1Loss", "Hinge", "get_loss", "one_hot"]
+__all__ = [
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "CrossEntropy",
+    "BinaryCrossEntropy",
+    "MeanSquaredError",
+    "L1Loss",
+    "Hinge",
+    "get_loss",
+    "loss_name",
+    "one_hot",
+]
 
+from .backend import host_xp
 from .kernels import activations as _k
 
 EPS = 1e-7
@@ -102,8 +113,11 @@ class SoftmaxCrossEntropy(Loss):
             # per batch shape: the gradient buffer, per-row losses (CUDA), and the kernel scalars
             from .backend import Device
 
-            st = self._state = (xp.empty(y.shape, dtype=dt), xp.empty(n, dtype=dt),
-                                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0, float("nan"))))
+            st = self._state = (
+                xp.empty(y.shape, dtype=dt),
+                xp.empty(n, dtype=dt),
+                *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0, float("nan"))),
+            )
         d, row_loss, inv_n, one, zero, nan = st
         soft = t.ndim == 2
         if soft:
@@ -112,8 +126,14 @@ class SoftmaxCrossEntropy(Loss):
             from .kernels import elementwise_grid, launch
 
             args = (y, t, d, row_loss, inv_n, one, zero)
-            launch(dev, "activations", "softmax_xent_soft" if soft else "softmax_xent",
-                   elementwise_grid(dev, n), *args, *(() if soft else (nan,)))
+            launch(
+                dev,
+                "activations",
+                "softmax_xent_soft" if soft else "softmax_xent",
+                elementwise_grid(dev, n),
+                *args,
+                *(() if soft else (nan,)),
+            )
             loss = row_loss.sum() * inv_n
         else:
             kernel = _k.softmax_xent_soft_cpu if soft else _k.softmax_xent_cpu
@@ -237,3 +257,18 @@ def get_loss(name, xp) -> Loss:
     if not isinstance(name, str) or name.strip().lower() not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
     return LOSSES[name.strip().lower()](xp)
+
+
+def loss_name(loss):
+    """The name :func:`get_loss` builds ``loss`` from (the first of its aliases), or None for a loss
+    object no name rebuilds (another class, or other settings): what a model's ``config`` stores."""
+    for name, factory in LOSSES.items():
+        try:
+            fresh = factory(host_xp())
+        except Exception:  # pragma: no cover - a factory needing more arguments
+            continue
+        if type(fresh) is type(loss) and all(
+            getattr(loss, k, None) == v for k, v in vars(fresh).items() if k != "xp"
+        ):
+            return name
+    return None

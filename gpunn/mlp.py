@@ -35,12 +35,13 @@ from .gradcheck import numerical_gradient_dict
 from .init import get_initializer
 from .kernels import activations as _act
 from .layers import ACTIVATIONS, Affine, get_activation, softmax
-from .losses import get_loss
+from .losses import get_loss, loss_name
 from .params import FlatLayout
 from .regularization import Dropout, add_weight_decay, weight_decay_loss
 from .validate import check_finite, check_hyper, check_inputs, check_targets, positive_int
 
 __all__ = ["MLP"]
+
 
 def _host_device():
     return get_device("cpu")
@@ -83,18 +84,38 @@ class MLP:
         batch size, no ∂L/∂x for the first layer.  ``False``: the textbook's array code, layer by
         layer (the reference the fast path is tested against).  Same results up to float rounding.
 
-    Attributes besides the textbook's: ``buffers`` -- the non-trainable state, by name
+    Attributes besides the textbook's: ``config`` -- the constructor arguments as JSON-able values (a
+    custom activation or loss object as None; no ``device``, ``seed``, ``init`` nor ``dropout_rand``),
+    what checkpoints store to rebuild the model; ``buffers`` -- the non-trainable state, by name
     (``"running_mean1"``, ``"running_var1"``, …; empty without BatchNorm); ``batchnorm_layers``,
     ``dropout_layers``; ``layout`` -- the flat-buffer layout (weights first: ``layout.n_decay``).
     ``predict(x)``, ``accuracy`` and ``loss`` run in evaluation mode (running statistics, no dropout)
     unless ``train=True``.
     """
 
-    def __init__(self, input_size: int, hidden_sizes, output_size: int, activation="relu", init="auto",
-                 loss="cross_entropy", device="cpu", dtype="float32", seed=None, *, batchnorm: bool = False,
-                 dropout=0.0, weight_decay: float = 0.0, bn_momentum: float = MOMENTUM, bn_eps: float = EPS,
-                 fused: bool = True, bn_unbiased: bool = True, bn_running_var_init: float = 1.0,
-                 dropout_inverted: bool = True, dropout_rand=None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_sizes,
+        output_size: int,
+        activation="relu",
+        init="auto",
+        loss="cross_entropy",
+        device="cpu",
+        dtype="float32",
+        seed=None,
+        *,
+        batchnorm: bool = False,
+        dropout=0.0,
+        weight_decay: float = 0.0,
+        bn_momentum: float = MOMENTUM,
+        bn_eps: float = EPS,
+        fused: bool = True,
+        bn_unbiased: bool = True,
+        bn_running_var_init: float = 1.0,
+        dropout_inverted: bool = True,
+        dropout_rand=None,
+    ):
         self.device = dev = get_device(device)
         self.dtype = dev.dtype(dtype)
         self.xp = dev.xp
@@ -106,20 +127,48 @@ class MLP:
         if not isinstance(batchnorm, bool):
             raise TypeError(f"batchnorm must be True or False, got {batchnorm!r}")
         self.batchnorm = batchnorm
-        drops = [check_hyper("dropout", p, low=0, high=1, high_open=True)
-                 for p in _per_layer("dropout", dropout, n_hidden)]
+        drops = [
+            check_hyper("dropout", p, low=0, high=1, high_open=True)
+            for p in _per_layer("dropout", dropout, n_hidden)
+        ]
         self.dropout = list(drops) if isinstance(dropout, (list, tuple)) else float(dropout)
         self.weight_decay = check_hyper("weight_decay", weight_decay, low=0)
         self.bn_momentum = check_hyper("bn_momentum", bn_momentum, low=0, high=1)
         self.bn_eps = check_hyper("bn_eps", bn_eps, low=0, low_open=True)
         self.bn_running_var_init = check_hyper("bn_running_var_init", bn_running_var_init, low=0)
         self.bn_unbiased, self.dropout_inverted, self.fused = _flags(
-            bn_unbiased=bn_unbiased, dropout_inverted=dropout_inverted, fused=fused)
+            bn_unbiased=bn_unbiased, dropout_inverted=dropout_inverted, fused=fused
+        )
         if dropout_rand is not None and not callable(dropout_rand):
             raise TypeError(f"dropout_rand must be None or a function rand(*shape), got {dropout_rand!r}")
         self.dropout_rand = dropout_rand
         with dev:  # cuda:N: every array of the model on GPU N
             self._build(inits, drops, seed, loss)
+        self.config = self._config()
+
+    def _config(self) -> dict:
+        """The constructor arguments as JSON-able values, checked and normalised (what checkpoints store
+        and ``gpunn.load`` rebuilds from): a custom activation or loss object is None (no name rebuilds
+        it); ``device``, ``seed`` and ``init`` are not kept (the weights and generators are saved
+        instead), nor ``dropout_rand`` (a function)."""
+        sizes = self.sizes
+        return {
+            "input_size": sizes[0],
+            "hidden_sizes": list(sizes[1:-1]),
+            "output_size": sizes[-1],
+            "activation": [a if isinstance(a, str) else None for a in self.activations],
+            "loss": loss_name(self.last_layer),
+            "dtype": self.dtype.name,
+            "batchnorm": self.batchnorm,
+            "dropout": self.dropout,
+            "weight_decay": self.weight_decay,
+            "bn_momentum": self.bn_momentum,
+            "bn_eps": self.bn_eps,
+            "fused": self.fused,
+            "bn_unbiased": self.bn_unbiased,
+            "bn_running_var_init": self.bn_running_var_init,
+            "dropout_inverted": self.dropout_inverted,
+        }
 
     def _build(self, inits, drops, seed, loss):
         """The flat buffers, the layers, the initial weights and the loss (on the current device)."""
@@ -145,27 +194,47 @@ class MLP:
             act = self.activations[min(i, n_hidden) - 1] if n_hidden else "identity"
             W = self.params[f"W{i}"]
             W[...] = dev.to_device(_initializer(inits[i - 1], act)(rng, sizes[i - 1], sizes[i]), self.dtype)
-            self.layers.append(Affine(xp, W, self.params[f"b{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"],
-                                      dev=fdev))
+            self.layers.append(
+                Affine(xp, W, self.params[f"b{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"], dev=fdev)
+            )
             if i < len(sizes) - 1:
                 if batchnorm:
                     self.params[f"gamma{i}"] = 1
                     rm = self.buffers[f"running_mean{i}"] = xp.zeros(sizes[i], dtype=self.dtype)
-                    rv = self.buffers[f"running_var{i}"] = xp.full(sizes[i], self.bn_running_var_init,
-                                                                   dtype=self.dtype)
-                    self.layers.append(BatchNorm(
-                        dev, sizes[i], gamma=self.params[f"gamma{i}"], beta=self.params[f"beta{i}"],
-                        dgamma=self.grads[f"gamma{i}"], dbeta=self.grads[f"beta{i}"], running_mean=rm,
-                        running_var=rv, eps=self.bn_eps, momentum=self.bn_momentum,
-                        unbiased=self.bn_unbiased))
+                    rv = self.buffers[f"running_var{i}"] = xp.full(
+                        sizes[i], self.bn_running_var_init, dtype=self.dtype
+                    )
+                    self.layers.append(
+                        BatchNorm(
+                            dev,
+                            sizes[i],
+                            gamma=self.params[f"gamma{i}"],
+                            beta=self.params[f"beta{i}"],
+                            dgamma=self.grads[f"gamma{i}"],
+                            dbeta=self.grads[f"beta{i}"],
+                            running_mean=rm,
+                            running_var=rv,
+                            eps=self.bn_eps,
+                            momentum=self.bn_momentum,
+                            unbiased=self.bn_unbiased,
+                        )
+                    )
                 self.layers.append(get_activation(self.activations[i - 1], xp, dev=fdev))
         # dropout generators are seeded from the weight generator after the weights: the weights do
         # not depend on whether dropout is on
         for i, p in enumerate(drops):
             if p > 0:
                 at = self.layers.index(self._activation_layer(i)) + 1
-                self.layers.insert(at, Dropout(dev, p, seed=int(rng.integers(0, 1 << 62)),
-                                               inverted=self.dropout_inverted, rand=self.dropout_rand))
+                self.layers.insert(
+                    at,
+                    Dropout(
+                        dev,
+                        p,
+                        seed=int(rng.integers(0, 1 << 62)),
+                        inverted=self.dropout_inverted,
+                        rand=self.dropout_rand,
+                    ),
+                )
         self.last_layer = get_loss(loss, xp)
         if fused:
             self._wire_fast_path()
@@ -302,15 +371,31 @@ class MLP:
 
     def _t(self, t, n):
         # fast path: 1-D int64 class indices on the host, checked by one Numba pass (no device sync)
-        if (self.fused and _host_device().owns(t) and t.ndim == 1 and t.shape[0] == n and n
-                and t.dtype.kind == "i" and t.dtype.itemsize == 8 and t.dtype.isnative
-                and t.flags.c_contiguous and _act.labels_ok_cpu(t, self.n_classes)):
+        if (
+            self.fused
+            and _host_device().owns(t)
+            and t.ndim == 1
+            and t.shape[0] == n
+            and n
+            and t.dtype.kind == "i"
+            and t.dtype.itemsize == 8
+            and t.dtype.isnative
+            and t.flags.c_contiguous
+            and _act.labels_ok_cpu(t, self.n_classes)
+        ):
             return self.device.to_device(t) if self.device.is_cuda else t
         # device-resident targets: values unread (no host sync); the fused CUDA loss makes the loss of
         # a row whose label is out of range NaN, which the Trainer's guard reports
-        return check_targets(self.device, t, n, self.n_classes, self.dtype, "t",
-                             values=not (self.fused and is_device_array(t)),
-                             distribution=getattr(self.last_layer, "targets_distribution", False))
+        return check_targets(
+            self.device,
+            t,
+            n,
+            self.n_classes,
+            self.dtype,
+            "t",
+            values=not (self.fused and is_device_array(t)),
+            distribution=getattr(self.last_layer, "targets_distribution", False),
+        )
 
     # -- misc ---------------------------------------------------------------------------------
     # -- saving, pickling, copying ---------------------------------------------------------------
@@ -358,8 +443,10 @@ class MLP:
             extra += f", dropout={self.dropout}"
         if self.weight_decay:
             extra += f", weight_decay={self.weight_decay:g}"
-        return (f"MLP({body}, activations={self.activations}, loss={type(self.last_layer).__name__}"
-                f"{extra}, device={self.device.name!r}, dtype={self.dtype.name})")
+        return (
+            f"MLP({body}, activations={self.activations}, loss={type(self.last_layer).__name__}"
+            f"{extra}, device={self.device.name!r}, dtype={self.dtype.name})"
+        )
 
 
 def _flags(**flags):
@@ -379,9 +466,11 @@ def _layer_sizes(input_size, hidden_sizes, output_size) -> list:
         hidden_sizes = hidden_sizes.tolist()  # a NumPy array of sizes
     if not isinstance(hidden_sizes, (list, tuple)):
         raise ValueError(f"hidden_sizes must be a positive integer or a list of them, got {hidden_sizes!r}")
-    return [positive_int("input_size", input_size),
-            *(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes)),
-            positive_int("output_size", output_size)]
+    return [
+        positive_int("input_size", input_size),
+        *(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes)),
+        positive_int("output_size", output_size),
+    ]
 
 
 def _per_layer(what, value, n):

@@ -46,7 +46,7 @@ class FlatLayout:
         for name in self.names:
             start = self.offsets[name]
             shape = self.shapes[name]
-            dict.__setitem__(d, name, flat[start:start + prod(shape)].reshape(shape))
+            dict.__setitem__(d, name, flat[start : start + prod(shape)].reshape(shape))
         d.flat, d.layout, d.device = flat, self, device
         return d
 
@@ -69,10 +69,15 @@ class FlatDict(dict):
             raise KeyError(f"{key!r} is not a parameter of this model; it has {list(self)}")
         view = dict.__getitem__(self, key)
         if tuple(getattr(value, "shape", ())) not in (view.shape, ()):
-            raise ValueError(f"{key}: shape {tuple(value.shape)} does not match the parameter's "
-                             f"shape {view.shape}")
-        if is_device_array(view) and not is_device_array(value) and not isinstance(value, (int, float)) \
-                and getattr(value, "ndim", 1):      # host arrays and lists; scalars fill as they are
+            raise ValueError(
+                f"{key}: shape {tuple(value.shape)} does not match the parameter's shape {view.shape}"
+            )
+        if (
+            is_device_array(view)
+            and not is_device_array(value)
+            and not isinstance(value, (int, float))
+            and getattr(value, "ndim", 1)
+        ):  # host arrays and lists; scalars fill as they are
             value = device_of(view).to_device(value, view.dtype)
         view[...] = value
 

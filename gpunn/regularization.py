@@ -68,15 +68,16 @@ class Dropout(Layer):
         if not isinstance(inverted, bool):
             raise TypeError(f"inverted must be True or False, got {inverted!r}")
         if rand is not None and not callable(rand):
-            raise TypeError(f"rand must be None or a function rand(*shape) -> uniforms in [0, 1), "
-                            f"got {rand!r}")
+            raise TypeError(
+                f"rand must be None or a function rand(*shape) -> uniforms in [0, 1), got {rand!r}"
+            )
         self.inverted = inverted
         self.rand = rand
         self.rng = dev.host_rng(seed)
-        self.key = None          # key of the last mask drawn
+        self.key = None  # key of the last mask drawn
         self.frozen = False
-        self._shape = None       # shape of the last training forward's input (None: identity)
-        self._mask = None        # the last mask (``rand`` masks only: kept for backward)
+        self._shape = None  # shape of the last training forward's input (None: identity)
+        self._mask = None  # the last mask (``rand`` masks only: kept for backward)
 
     def draw_key(self) -> int:
         """A fresh 62-bit mask key from the layer's generator (advances it)."""
@@ -94,8 +95,14 @@ class Dropout(Layer):
         out = self.xp.empty_like(a)
         key, dt = self.key, a.dtype
         ints = [Device.scalar(v, "uint64") for v in (key & _M32, key >> 32, dropout_threshold(self.p))]
-        resolve(self.dev, "dropout", "apply")(a.size, a.reshape(-1), out.reshape(-1), *ints,
-                                              Device.scalar(self._scale(), dt), Device.scalar(0, dt))
+        resolve(self.dev, "dropout", "apply")(
+            a.size,
+            a.reshape(-1),
+            out.reshape(-1),
+            *ints,
+            Device.scalar(self._scale(), dt),
+            Device.scalar(0, dt),
+        )
         return out
 
     def _draw_rand_mask(self, shape, dtype):
@@ -128,8 +135,9 @@ class Dropout(Layer):
         if self._shape is None:
             return dout
         if tuple(dout.shape) != self._shape:
-            raise ValueError(f"Dropout.backward: dout has shape {tuple(dout.shape)}, the forward input "
-                             f"{self._shape}")
+            raise ValueError(
+                f"Dropout.backward: dout has shape {tuple(dout.shape)}, the forward input {self._shape}"
+            )
         return self._apply(dout)
 
     @property
@@ -150,7 +158,7 @@ class Dropout(Layer):
 
 def weight_decay_loss(params, lam: float):
     """½λ·Σ‖W‖² over the weight prefix of a model's flat parameter buffer (an array scalar)."""
-    w = params.flat[:params.layout.n_decay]
+    w = params.flat[: params.layout.n_decay]
     return w.dot(w) * (0.5 * lam)
 
 

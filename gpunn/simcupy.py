@@ -54,15 +54,19 @@ def _host_sync():
 
 
 def _foreign(what) -> TypeError:
-    return TypeError(f"{what} is a host (NumPy) array and cannot be mixed with device arrays, as on a real "
-                     "GPU (CuPy refuses it): copy it to the device explicitly (Device.to_device / "
-                     "xp.asarray) or bring the device array to the host (Device.to_numpy / .get())")
+    return TypeError(
+        f"{what} is a host (NumPy) array and cannot be mixed with device arrays, as on a real "
+        "GPU (CuPy refuses it): copy it to the device explicitly (Device.to_device / "
+        "xp.asarray) or bring the device array to the host (Device.to_numpy / .get())"
+    )
 
 
 def _check_device(a: ndarray) -> None:
     if a._device_id != _current.device:
-        raise ValueError(f"Array device must be same as the current device: array device = {a._device_id} "
-                         f"while current = {_current.device}")
+        raise ValueError(
+            f"Array device must be same as the current device: array device = {a._device_id} "
+            f"while current = {_current.device}"
+        )
 
 
 def _unwrap(x, where: str):
@@ -106,8 +110,10 @@ class ndarray(NDArrayOperatorsMixin):
 
     # -- what CuPy refuses ------------------------------------------------------------------
     def __array__(self, dtype=None, copy=None):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed (a simulated CuPy array, "
-                        "as on a real GPU). Please use `.get()` / Device.to_numpy to copy it to the host.")
+        raise TypeError(
+            "Implicit conversion to a NumPy array is not allowed (a simulated CuPy array, "
+            "as on a real GPU). Please use `.get()` / Device.to_numpy to copy it to the host."
+        )
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         where = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
@@ -175,9 +181,11 @@ class ndarray(NDArrayOperatorsMixin):
 
     def __setitem__(self, key, value):
         if isinstance(value, numpy.ndarray) and value.ndim:
-            raise ValueError("non-scalar numpy.ndarray cannot be used for fill (a host array assigned into "
-                             "a device array, as CuPy refuses it): copy it with Device.to_device / "
-                             "xp.asarray first")
+            raise ValueError(
+                "non-scalar numpy.ndarray cannot be used for fill (a host array assigned into "
+                "a device array, as CuPy refuses it): copy it with Device.to_device / "
+                "xp.asarray first"
+            )
         self._a[_unwrap(key, "an index")] = _unwrap(value, "an assignment")
 
     def __len__(self):
@@ -201,7 +209,7 @@ class ndarray(NDArrayOperatorsMixin):
     def __getattr__(self, name):
         if name.startswith("__") or name in ndarray.__slots__:
             raise AttributeError(name)
-        attr = getattr(self._a, name)       # the NumPy method, run on the device array's data
+        attr = getattr(self._a, name)  # the NumPy method, run on the device array's data
         if not callable(attr):
             return _wrap(attr)
 
@@ -232,7 +240,7 @@ def asarray(a, dtype=None, order=None):
     if isinstance(a, ndarray):
         if a._device_id == _current.device:
             return a if dtype is None or a.dtype == dtype else a.astype(dtype)
-        a = a._a                                    # a peer copy from another GPU
+        a = a._a  # a peer copy from another GPU
     return ndarray(numpy.array(a, dtype=dtype, order=order or "K"), _current.device)
 
 
@@ -256,26 +264,30 @@ _CREATE = ("empty", "zeros", "ones", "full", "arange", "linspace", "eye", "ident
 def __getattr__(name):
     obj = getattr(numpy, name)
     if name in _CREATE:
+
         def create(*args, **kwargs):
             return ndarray(obj(*_unwrap(args, f"{name}()"), **kwargs), _current.device)
 
         create.__name__ = name
         return create
     if callable(obj) and not isinstance(obj, type):
+
         def function(*args, **kwargs):
             return _call(obj, f"{name}()", args, kwargs)
 
         function.__name__ = name
         return function
-    return obj                                                   # dtypes, constants, numpy.random …
+    return obj  # dtypes, constants, numpy.random …
 
 
 def kernel_args(index: int, args) -> tuple:
     """The launch arguments as the simulator takes them: device arrays of GPU ``index`` become the
     NumPy arrays they wrap; host arrays and arrays of another GPU are refused."""
     if _current.device != index:
-        raise ValueError(f"a kernel launch for cuda:{index} while the current device is "
-                         f"cuda:{_current.device} (enter the gpunn Device first)")
+        raise ValueError(
+            f"a kernel launch for cuda:{index} while the current device is "
+            f"cuda:{_current.device} (enter the gpunn Device first)"
+        )
     arrays = (ndarray, numpy.ndarray)
     return tuple(_unwrap(a, "a kernel launch") if isinstance(a, arrays) else a for a in args)
 
@@ -287,8 +299,9 @@ class _Device:
     def __init__(self, device=None):
         self.id = _current.device if device is None else int(device)
         if not 0 <= self.id < DEVICE_COUNT:
-            raise RuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id} "
-                               f"({DEVICE_COUNT} simulated GPUs)")
+            raise RuntimeError(
+                f"cudaErrorInvalidDevice: invalid device ordinal {self.id} ({DEVICE_COUNT} simulated GPUs)"
+            )
         self.attributes = {"MultiProcessorCount": 2}
         self.compute_capability = "90"
         self._prev = []

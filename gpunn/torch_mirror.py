@@ -38,8 +38,12 @@ def to_torch(net):
                 m.bias.copy_(_tensor(torch, layer.b))
             elif isinstance(layer, BatchNorm):
                 m = torch.nn.BatchNorm1d(layer.num_features, eps=layer.eps, momentum=layer.momentum, dtype=dt)
-                pairs = ((layer.gamma, m.weight), (layer.beta, m.bias), (layer.running_mean, m.running_mean),
-                         (layer.running_var, m.running_var))
+                pairs = (
+                    (layer.gamma, m.weight),
+                    (layer.beta, m.bias),
+                    (layer.running_mean, m.running_mean),
+                    (layer.running_var, m.running_var),
+                )
                 for ours, theirs in pairs:
                     theirs.copy_(_tensor(torch, ours))
             elif isinstance(layer, Identity):

@@ -74,9 +74,11 @@ np = host_xp()
 __all__ = ["Trainer", "TrainingDivergedError"]
 
 _HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "iter_loss", "epoch_time")
-_LOWER_LR = ("Lower the learning rate (after trainer.resume(checkpoint), set trainer.optimizer.lr = ...: "
-             "resuming restores the saved one), check the data and the initialisation, or pass guard=False "
-             "to train anyway.")
+_LOWER_LR = (
+    "Lower the learning rate (after trainer.resume(checkpoint), set trainer.optimizer.lr = ...: "
+    "resuming restores the saved one), check the data and the initialisation, or pass guard=False "
+    "to train anyway."
+)
 
 
 def _checksum(dev, *arrays) -> int:
@@ -117,8 +119,10 @@ class _DeferSigint:
         self._old = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self
 
@@ -155,22 +159,47 @@ class Trainer:
     new run of ``epochs`` more epochs.
     """
 
-    def __init__(self, model, optimizer, epochs: int = 10, batch_size: int = 100, seed=0,
-                 progress: bool = True, eval_batch_size: int = 2000, verbose: bool = False, *,
-                 guard: bool = True, guard_every: int = 1, checkpoint_path=None, checkpoint_every: int = 1,
-                 checkpoint_unit: str = "epoch", distributed=False):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        epochs: int = 10,
+        batch_size: int = 100,
+        seed=0,
+        progress: bool = True,
+        eval_batch_size: int = 2000,
+        verbose: bool = False,
+        *,
+        guard: bool = True,
+        guard_every: int = 1,
+        checkpoint_path=None,
+        checkpoint_every: int = 1,
+        checkpoint_unit: str = "epoch",
+        distributed=False,
+    ):
         epochs, batch_size, eval_batch_size, guard_every, checkpoint_every = (
-            positive_int(name, v) for name, v in (
-                ("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                ("guard_every", guard_every), ("checkpoint_every", checkpoint_every)))
-        missing = [a for a in ("device", "params", "grads", "_gradient", "_forward", "last_layer")
-                   if not hasattr(model, a)]
+            positive_int(name, v)
+            for name, v in (
+                ("epochs", epochs),
+                ("batch_size", batch_size),
+                ("eval_batch_size", eval_batch_size),
+                ("guard_every", guard_every),
+                ("checkpoint_every", checkpoint_every),
+            )
+        )
+        missing = [
+            a
+            for a in ("device", "params", "grads", "_gradient", "_forward", "last_layer")
+            if not hasattr(model, a)
+        ]
         if missing:
-            raise TypeError(f"model must be a gpunn MLP, got {type(model).__name__} (it lacks "
-                            f"{', '.join(missing)})")
+            raise TypeError(
+                f"model must be a gpunn MLP, got {type(model).__name__} (it lacks {', '.join(missing)})"
+            )
         if not callable(getattr(optimizer, "update", None)):
-            raise TypeError("optimizer must have an update(params, grads) method, got "
-                            f"{type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must have an update(params, grads) method, got {type(optimizer).__name__}"
+            )
         if callable(getattr(optimizer, "check_dtype", None)):
             optimizer.check_dtype(model.dtype)  # hyper-parameters finite in the model's float type
         if not isinstance(guard, bool):
@@ -183,11 +212,14 @@ class Trainer:
         elif distributed is True:
             ctx = _dist.init()
         elif distributed is not False and distributed is not None:
-            raise TypeError("distributed must be True, False or a gpunn.distributed.Context, got "
-                            f"{distributed!r}")
+            raise TypeError(
+                f"distributed must be True, False or a gpunn.distributed.Context, got {distributed!r}"
+            )
         if ctx is not None and batch_size < ctx.world_size:
-            raise ValueError(f"batch_size={batch_size} is the global batch, split over {ctx.world_size} "
-                             f"ranks; it must be at least {ctx.world_size}")
+            raise ValueError(
+                f"batch_size={batch_size} is the global batch, split over {ctx.world_size} "
+                f"ranks; it must be at least {ctx.world_size}"
+            )
         self.distributed = ctx
         self._multi = ctx if ctx is not None and ctx.world_size > 1 else None  # None: no collectives
         self._main = ctx is None or ctx.is_main
@@ -213,22 +245,22 @@ class Trainer:
         self.history = {k: [] for k in _HISTORY_KEYS}
         self.history["interrupted"] = False
         # the training position
-        self.epoch = 0            # epochs completed
-        self.step = 0             # steps completed (all epochs)
-        self._offset = 0          # examples of the current epoch already trained on
-        self._order = None        # the current epoch's permutation (host), while inside an epoch
+        self.epoch = 0  # epochs completed
+        self.step = 0  # steps completed (all epochs)
+        self._offset = 0  # examples of the current epoch already trained on
+        self._order = None  # the current epoch's permutation (host), while inside an epoch
         self._order_dev = None
-        self._run_end = None      # the epoch at which the current run ends
+        self._run_end = None  # the epoch at which the current run ends
         self._epoch_elapsed = 0.0
-        self._pending = []        # this epoch's step losses not yet in history["iter_loss"] (device;
+        self._pending = []  # this epoch's step losses not yet in history["iter_loss"] (device;
         # distributed: (loss, this rank's share of the global batch) pairs)
-        self._phase = None        # the part of a step in progress ("gradient", "update"), for an interrupt
-        self._vote = None         # distributed: the Ctrl-C vote in flight
-        self._steps = 0           # steps per epoch of the current fit
-        self._schedule = None     # (unit, every) of the periodic checkpoints (distributed: rank 0's)
-        self._due = False         # a periodic checkpoint is due
-        self._snap = None         # the guard's copy of the parameters before the last update
-        self._snapped = False     # ... holds the state before the last update, whose result is unchecked
+        self._phase = None  # the part of a step in progress ("gradient", "update"), for an interrupt
+        self._vote = None  # distributed: the Ctrl-C vote in flight
+        self._steps = 0  # steps per epoch of the current fit
+        self._schedule = None  # (unit, every) of the periodic checkpoints (distributed: rank 0's)
+        self._due = False  # a periodic checkpoint is due
+        self._snap = None  # the guard's copy of the parameters before the last update
+        self._snapped = False  # ... holds the state before the last update, whose result is unchecked
 
     @property
     def device(self):
@@ -247,9 +279,11 @@ class Trainer:
         n, bs, D = x.shape[0], self.batch_size, self._multi
         self._check_batch_size(n)
         if self._order is not None and self._order.shape[0] != n:
-            raise ValueError(f"x has {n} rows, but the trainer is in the middle of an epoch over "
-                             f"{self._order.shape[0]} examples (resumed or interrupted); pass the same "
-                             "training set")
+            raise ValueError(
+                f"x has {n} rows, but the trainer is in the middle of an epoch over "
+                f"{self._order.shape[0]} examples (resumed or interrupted); pass the same "
+                "training set"
+            )
         if self._run_end is None or (self.epoch >= self._run_end and self._order is None):
             self._run_end = self.epoch + self.epochs
         self.history["interrupted"] = False
@@ -257,8 +291,9 @@ class Trainer:
         remaining = (self._run_end - self.epoch) * self._steps - (-(-self._offset // bs))
         self._schedule = self._own_schedule() if D is None else self._dist_start(D, x, t, val)
         self._due = self._snapped = False
-        bar = progress(total=remaining, desc="training", unit="step",
-                       disable=not (self.show_progress and self._main))
+        bar = progress(
+            total=remaining, desc="training", unit="step", disable=not (self.show_progress and self._main)
+        )
         try:
             with _DeferSigint() as sigint:
                 while self.epoch < self._run_end:
@@ -302,8 +337,16 @@ class Trainer:
             raise TypeError("validation_data must be a pair (x_val, t_val)")
         xv, tv = validation_data
         xv = check_inputs(dev, xv, model.sizes[0], model.dtype, "validation x")
-        return x, t, (xv, check_targets(dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t",
-                                        distribution=soft))
+        return (
+            x,
+            t,
+            (
+                xv,
+                check_targets(
+                    dev, tv, xv.shape[0], model.n_classes, model.dtype, "validation t", distribution=soft
+                ),
+            ),
+        )
 
     def _check_batch_size(self, n):
         """With BatchNorm, refuse a batch_size that leaves a batch (or a rank's part) of 1 example."""
@@ -318,9 +361,11 @@ class Trainer:
         if one_example(bs):
             hint = next((b for b in range(max(bs, 2), n + 1) if not one_example(b)), None)
             split = "" if D is None else f" split over {world} ranks"
-            raise ValueError(f"batch_size={bs}{split} gives a batch of 1 example (of {n}), and BatchNorm "
-                             "cannot train on a single example; "
-                             + (f"use e.g. batch_size={hint}" if hint else "use more examples"))
+            raise ValueError(
+                f"batch_size={bs}{split} gives a batch of 1 example (of {n}), and BatchNorm "
+                "cannot train on a single example; "
+                + (f"use e.g. batch_size={hint}" if hint else "use more examples")
+            )
 
     def _own_schedule(self):
         """(unit, every) of this trainer's periodic checkpoints, or None without a checkpoint_path."""
@@ -367,7 +412,7 @@ class Trainer:
         """One step: gradient, guard check, update; then its record (loss, position) is committed in
         one statement.  ``_phase`` marks a step in progress, for an interrupt."""
         model, D, bs = self.model, self._multi, self.batch_size
-        idx = self._order_dev[self._offset:self._offset + bs]
+        idx = self._order_dev[self._offset : self._offset + bs]
         self._phase = "gradient"
         check = self.guard and (self.step + 1) % self.guard_every == 0
         if D is None:
@@ -380,8 +425,12 @@ class Trainer:
                 self._snapshot()
         self._phase = "update"
         self.optimizer.update(model.params, model.grads)
-        new = (self._pending + [loss if D is None else (loss, share)], min(x.shape[0], self._offset + bs),
-               self.step + 1, None)
+        new = (
+            self._pending + [loss if D is None else (loss, share)],
+            min(x.shape[0], self._offset + bs),
+            self.step + 1,
+            None,
+        )
         self._pending, self._offset, self.step, self._phase = new
 
     def _stop_requested(self, sigint) -> bool:
@@ -409,8 +458,10 @@ class Trainer:
         note = ""
         if self.checkpoint_path is not None:
             if mid_step:
-                note = (f"; stopped inside a step, so {self.checkpoint_path} was not rewritten (it "
-                        "holds the last periodic checkpoint)")
+                note = (
+                    f"; stopped inside a step, so {self.checkpoint_path} was not rewritten (it "
+                    "holds the last periodic checkpoint)"
+                )
             elif not self._params_finite():
                 note = f"; the parameters are not finite, so {self.checkpoint_path} was not rewritten"
             else:
@@ -458,15 +509,25 @@ class Trainer:
         if quantity is None:  # the sum overflowed, every value is finite: not a divergence
             return
         step, epoch = self.step + 1, self.epoch + 1
-        late = "" if self.guard_every == 1 else f" (checked every {self.guard_every} steps: it may have " \
-                                                "started up to that many steps earlier)"
+        late = (
+            ""
+            if self.guard_every == 1
+            else f" (checked every {self.guard_every} steps: it may have "
+            "started up to that many steps earlier)"
+        )
         if self._multi is not None:
-            late += (f" [rank {self._multi.rank} of {self._multi.world_size}: the gradients are averaged "
-                     "over the ranks, so a NaN/Inf on any rank stops every rank at this step]")
+            late += (
+                f" [rank {self._multi.rank} of {self._multi.world_size}: the gradients are averaged "
+                "over the ranks, so a NaN/Inf on any rank stops every rank at this step]"
+            )
         where = self._batch_of(self._offset)
         raise TrainingDivergedError(
             f"training diverged at step {step} (epoch {epoch}, {where}): {detail}{late}. "
-            "The optimizer did not apply this step. " + _LOWER_LR, step, epoch, quantity)
+            "The optimizer did not apply this step. " + _LOWER_LR,
+            step,
+            epoch,
+            quantity,
+        )
 
     def _finite(self, loss, params: bool) -> bool:
         """Whether the loss, the gradients (and ``params``: the parameters) are all finite.  On a GPU one
@@ -480,8 +541,11 @@ class Trainer:
             total = loss + (gflat.sum() if gflat is not None else sum(g.sum() for g in grads.values()))
             return bool(xp.isfinite(total + flat.sum() if params else total))
         zero = flat.dtype.type(0)
-        return bool(xp.isfinite(loss)) and _all_finite_cpu(gflat, zero) and (
-            not params or _all_finite_cpu(flat, zero))
+        return (
+            bool(xp.isfinite(loss))
+            and _all_finite_cpu(gflat, zero)
+            and (not params or _all_finite_cpu(flat, zero))
+        )
 
     def _batch_of(self, offset) -> str:
         return f"batch {offset // self.batch_size + 1} of {self._steps}"
@@ -528,7 +592,10 @@ class Trainer:
             f"training diverged at step {step} (epoch {epoch}, {where}): the gradients were finite, but the "
             f"optimizer's update made the parameters non-finite: {detail}. The parameters were restored to "
             "before this step (the optimizer's own state, e.g. its moments, keeps it). " + _LOWER_LR,
-            step, epoch, quantity)
+            step,
+            epoch,
+            quantity,
+        )
 
     def _diagnose(self, loss, what=("grads", "params")):
         xp = self.model.xp
@@ -579,8 +646,13 @@ class Trainer:
         else:
             steps, loss, acc, vl, va, stop = self._dist_epoch_end(self._multi, x, t, val, stop)
         h = self.history
-        new = {**h, "iter_loss": h["iter_loss"] + steps, "loss": h["loss"] + [loss], "acc": h["acc"] + [acc],
-               "epoch_time": h["epoch_time"] + [self._epoch_elapsed]}
+        new = {
+            **h,
+            "iter_loss": h["iter_loss"] + steps,
+            "loss": h["loss"] + [loss],
+            "acc": h["acc"] + [acc],
+            "epoch_time": h["epoch_time"] + [self._epoch_elapsed],
+        }
         if val is not None:
             new.update(val_loss=h["val_loss"] + [vl], val_acc=h["val_acc"] + [va])
         new = (new, [], None, None, 0, self.epoch + 1)
@@ -606,7 +678,7 @@ class Trainer:
         model = self.model
         losses, correct, rows = [], [], []
         for s in range(0, x.shape[0], self.eval_batch_size):
-            xb, tb = x[s:s + self.eval_batch_size], t[s:s + self.eval_batch_size]
+            xb, tb = x[s : s + self.eval_batch_size], t[s : s + self.eval_batch_size]
             scores = model._forward(xb, False)
             losses.append(model.last_layer.forward(scores, tb))
             labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
@@ -614,8 +686,8 @@ class Trainer:
             rows.append(xb.shape[0])
         if not rows:
             return 0.0, 0.0
-        host = self._to_host(losses + correct)           # the device values read back at once
-        return float(host[:len(rows)] @ np.array(rows, dtype=np.float64)), float(host[len(rows):].sum())
+        host = self._to_host(losses + correct)  # the device values read back at once
+        return float(host[: len(rows)] @ np.array(rows, dtype=np.float64)), float(host[len(rows) :].sum())
 
     # -- distributed ----------------------------------------------------------------------------
     def _dist_start(self, D, x, t, val):
@@ -637,7 +709,8 @@ class Trainer:
                 raise _dist.DistributedError(
                     f"the ranks disagree on {what} ({values}{here}); every rank must run the same script on "
                     "the same data with the same model, optimizer, seed and batch_size (resume every rank "
-                    "from the same checkpoint)")
+                    "from the same checkpoint)"
+                )
         D.broadcast(model.params.flat, 0, name="parameters")
         for key, buf in sorted(_ckpt._buffers(model).items()):
             D.broadcast(buf, 0, name=f"buffers[{key!r}]")
@@ -650,15 +723,20 @@ class Trainer:
         model, opt = self.model, self.optimizer
         config = json.dumps(_ckpt._model_config(model), sort_keys=True, default=repr)
         hyper = getattr(opt, "hyper_params", None)
-        hyper = hyper() if callable(hyper) else {k: v for k, v in sorted(vars(opt).items())
-                                                 if isinstance(v, (int, float, str))}
+        hyper = (
+            hyper()
+            if callable(hyper)
+            else {k: v for k, v in sorted(vars(opt).items()) if isinstance(v, (int, float, str))}
+        )
         optimizer = f"{type(opt).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(hyper.items()))})"
         state = repr(sorted(self.rng.bit_generator.state.items())).encode()
         n, dtype = x.shape[0], np.dtype(model.dtype)
         return {
             "the model's dtype (bytes per value)": (dtype.itemsize, dtype.name),
-            "the model configuration (constructor arguments, checksum)": (zlib.crc32(config.encode()),
-                                                                          config),
+            "the model configuration (constructor arguments, checksum)": (
+                zlib.crc32(config.encode()),
+                config,
+            ),
             "the number of parameters": (model.params.flat.size, ""),
             "the optimizer and its hyper-parameters (checksum)": (zlib.crc32(optimizer.encode()), optimizer),
             "the number of training examples": (n, ""),
@@ -668,7 +746,8 @@ class Trainer:
             "batch_size (the global batch)": (self.batch_size, ""),
             "the data-order seed (generator state checksum)": (zlib.crc32(state), ""),
             "the kind of device (0 host arrays, 1 GPU)": (int(not _dist._is_host(model.params.flat)), ""),
-            "epochs done": (self.epoch, ""), "steps done": (self.step, ""),
+            "epochs done": (self.epoch, ""),
+            "steps done": (self.step, ""),
             "the position in the epoch": (self._offset, ""),
             "the run's last epoch": (-1 if self._run_end is None else self._run_end, ""),
             "the optimizer's step count": (int(getattr(opt, "t", -1)), ""),
@@ -705,10 +784,13 @@ class Trainer:
             sums += self._eval_sums(xs[lo:hi], ts[lo:hi])
             counts.append(xs.shape[0])
         losses = [float(v) * share for v, share in self._pending]
-        total = D.allreduce_host(np.array(losses + sums + [float(bool(stop))], dtype=np.float64),
-                                 name="epoch losses and metrics", step=self.step)
+        total = D.allreduce_host(
+            np.array(losses + sums + [float(bool(stop))], dtype=np.float64),
+            name="epoch losses and metrics",
+            step=self.step,
+        )
         k = len(losses)
-        m = total[k:k + len(sums)]
+        m = total[k : k + len(sums)]
         loss, acc = m[0] / counts[0], m[1] / counts[0]
         vl, va = (float(m[2] / counts[1]), float(m[3] / counts[1])) if val is not None else (None, None)
         return total[:k].tolist(), float(loss), float(acc), vl, va, bool(total[-1])
@@ -742,16 +824,25 @@ class Trainer:
         before = hyper() if callable(hyper) else {}
         _ckpt.load(path, self.model, self.optimizer, self)
         after = hyper() if callable(hyper) else {}
-        changed = [f"{k}={after[k]!r} (the optimizer had {v!r})" for k, v in before.items()
-                   if k in after and after[k] != v]
+        changed = [
+            f"{k}={after[k]!r} (the optimizer had {v!r})"
+            for k, v in before.items()
+            if k in after and after[k] != v
+        ]
         if changed:
-            warnings.warn(f"{path}: resuming restored the saved optimizer hyper-parameters "
-                          f"{', '.join(changed)}; to train with other values set them after resume(), "
-                          f"e.g. trainer.optimizer.lr = ...", _ckpt.CheckpointWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: resuming restored the saved optimizer hyper-parameters "
+                f"{', '.join(changed)}; to train with other values set them after resume(), "
+                f"e.g. trainer.optimizer.lr = ...",
+                _ckpt.CheckpointWarning,
+                stacklevel=2,
+            )
         if checkpoint and self.checkpoint_path is None:
             if self._main:
-                _ckpt.check_writable(path.parent, "resume: the checkpoint's directory (checkpoint=False "
-                                                  "to resume without checkpointing)")
+                _ckpt.check_writable(
+                    path.parent,
+                    "resume: the checkpoint's directory (checkpoint=False to resume without checkpointing)",
+                )
             self.checkpoint_path = path
         return self
 
@@ -775,13 +866,17 @@ class Trainer:
         if not self._params_finite():
             quantity, detail = self._diagnose(0.0, ("params",))
             if quantity is not None:
-                msg = (f"parameters are not finite at step {self.step} (epoch {self.epoch + 1}): {detail}")
+                msg = f"parameters are not finite at step {self.step} (epoch {self.epoch + 1}): {detail}"
                 if self.guard:
-                    raise TrainingDivergedError(f"training diverged: {msg}", self.step, self.epoch + 1,
-                                                quantity)
+                    raise TrainingDivergedError(
+                        f"training diverged: {msg}", self.step, self.epoch + 1, quantity
+                    )
                 if self._main:
-                    warnings.warn(f"{msg}; {self.checkpoint_path} is kept, not overwritten", RuntimeWarning,
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"{msg}; {self.checkpoint_path} is kept, not overwritten",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 return
         if self._main and self.checkpoint_path is not None:
             self.save_checkpoint()
@@ -797,13 +892,19 @@ class Trainer:
             else:
                 history[k] = v
         return {
-            "epoch": self.epoch, "step": self.step, "offset": self._offset, "run_end": self._run_end,
+            "epoch": self.epoch,
+            "step": self.step,
+            "offset": self._offset,
+            "run_end": self._run_end,
             "order": None if self._order is None else np.asarray(self._order, dtype=np.int64),
             "rng": self.rng.bit_generator.state,
             "epoch_elapsed": self._epoch_elapsed,
             "history": history,
-            "config": {"epochs": self.epochs, "batch_size": self.batch_size,
-                       "seed": self.seed if self.seed is None or isinstance(self.seed, int) else None},
+            "config": {
+                "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "seed": self.seed if self.seed is None or isinstance(self.seed, int) else None,
+            },
         }
 
     def _check_state(self, sd):
@@ -822,10 +923,16 @@ class Trainer:
             if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
                 raise ValueError("order must be a 1-D integer array")
             n = order.shape[0]
-            if not 0 <= sd["offset"] <= n or n == 0 or int(order.min()) < 0 or int(order.max()) >= n \
-                    or not (np.bincount(order, minlength=n) == 1).all():
-                raise ValueError(f"the stored epoch order is not a permutation of range({n}) matching the "
-                                 "stored offset")
+            if (
+                not 0 <= sd["offset"] <= n
+                or n == 0
+                or int(order.min()) < 0
+                or int(order.max()) >= n
+                or not (np.bincount(order, minlength=n) == 1).all()
+            ):
+                raise ValueError(
+                    f"the stored epoch order is not a permutation of range({n}) matching the stored offset"
+                )
         elif sd["offset"]:
             raise ValueError("offset inside an epoch without the epoch's data order")
         _ckpt.make_rng(sd.get("rng"))

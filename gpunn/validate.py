@@ -8,8 +8,14 @@ import numbers
 
 from .backend import host_xp, is_device_array
 
-__all__ = ["check_inputs", "check_targets", "check_distribution", "check_finite", "check_hyper",
-           "positive_int"]
+__all__ = [
+    "check_inputs",
+    "check_targets",
+    "check_distribution",
+    "check_finite",
+    "check_hyper",
+    "positive_int",
+]
 
 
 def positive_int(name: str, value) -> int:
@@ -36,8 +42,10 @@ def check_inputs(dev, x, n_features: int, dtype, name: str = "x", finite: bool =
     if kind == "O":
         raise TypeError(f"{name} has dtype object; pass a numeric float array")
     if kind in "biu":
-        raise TypeError(f"{name} has integer dtype {x.dtype}; gpunn computes in {dtype} -- scale inputs "
-                        f"to floats first, e.g. x.astype('float32') / 255 for images")
+        raise TypeError(
+            f"{name} has integer dtype {x.dtype}; gpunn computes in {dtype} -- scale inputs "
+            f"to floats first, e.g. x.astype('float32') / 255 for images"
+        )
     if kind not in "f":
         raise TypeError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
     if x.ndim != 2 or x.shape[1] != n_features:
@@ -54,12 +62,14 @@ def check_finite(dev, a, name: str):
     """Raise ``ValueError`` if ``a`` holds NaN or ±Inf (one reduction, a host sync on a GPU)."""
     if not bool(dev.xp.isfinite(a).all()):
         n_nan = int(dev.xp.isnan(a).sum())
-        raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, "
-                         f"{int((~dev.xp.isfinite(a)).sum()) - n_nan} Inf)")
+        raise ValueError(
+            f"{name} contains non-finite values ({n_nan} NaN, {int((~dev.xp.isfinite(a)).sum()) - n_nan} Inf)"
+        )
 
 
-def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t", values: bool = True,
-                  distribution: bool = False):
+def check_targets(
+    dev, t, n: int, n_classes: int, dtype, name: str = "t", values: bool = True, distribution: bool = False
+):
     """Targets for a batch of ``n``: class indices ``(n,)`` in ``[0, n_classes)`` (returned as int64)
     or an ``(n, n_classes)`` array (one-hot, soft labels) of ``dtype``.  ``values=False`` checks
     only the shape and dtype: the values are not read (on a GPU, reading them is a host sync).
@@ -67,14 +77,18 @@ def check_targets(dev, t, n: int, n_classes: int, dtype, name: str = "t", values
     probability distribution: entries >= 0 summing to 1 (within float rounding)."""
     t = _on_device(dev, t, name)
     if t.ndim == 1 and n_classes == 1:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, but the model has 1 output: 1-D targets are "
-                         f"read as class indices; pass real-valued targets of shape ({t.shape[0]}, 1), "
-                         f"e.g. {name}.reshape(-1, 1)")
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}, but the model has 1 output: 1-D targets are "
+            f"read as class indices; pass real-valued targets of shape ({t.shape[0]}, 1), "
+            f"e.g. {name}.reshape(-1, 1)"
+        )
     if t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1 and n_classes != 1):
         return _check_labels(dev, t.reshape(-1), n, n_classes, name, values)
     if t.ndim != 2 or t.shape != (n, n_classes):
-        raise ValueError(f"{name} must be class indices of shape ({n},) or one-hot of shape "
-                         f"({n}, {n_classes}), got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be class indices of shape ({n},) or one-hot of shape "
+            f"({n}, {n_classes}), got {tuple(t.shape)}"
+        )
     if _kind(t) not in "fiub":
         raise TypeError(f"{name} must be numeric, got dtype {t.dtype}")
     t = dev.xp.ascontiguousarray(t, dtype=dtype)
@@ -92,15 +106,19 @@ def _check_labels(dev, t, n, n_classes, name, values):
     kind = _kind(t)
     if kind == "f" and values:
         if not bool(xp.all(t == xp.floor(t))):
-            raise ValueError(f"{name} holds class indices but some are not whole numbers (a 1-D {name} "
-                             f"is read as class indices; real-valued targets need shape ({n}, {n_classes}))")
+            raise ValueError(
+                f"{name} holds class indices but some are not whole numbers (a 1-D {name} "
+                f"is read as class indices; real-valued targets need shape ({n}, {n_classes}))"
+            )
     elif kind not in "iub":
         raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
     if t.shape[0] != n:
         raise ValueError(f"{name} has {t.shape[0]} labels but the batch has {n} rows")
     if values and n and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-        raise ValueError(f"{name}: labels must be in [0, {n_classes - 1}], found values in "
-                         f"[{int(t.min())}, {int(t.max())}]")
+        raise ValueError(
+            f"{name}: labels must be in [0, {n_classes - 1}], found values in "
+            f"[{int(t.min())}, {int(t.max())}]"
+        )
     return t.astype(xp.int64, copy=False)
 
 
@@ -116,10 +134,12 @@ def check_distribution(dev, t, name: str):
     n_bad = int(bad.sum())
     if n_neg or n_bad:
         row = int(xp.argmax(bad | (t.min(axis=1) < 0)))
-        raise ValueError(f"{name} must hold probability distributions (one-hot or soft labels: entries >= 0, "
-                         f"each row summing to 1) for a softmax cross-entropy loss, but {n_neg} row(s) have "
-                         f"negative entries and {n_bad} do not sum to 1 (row {row} sums to "
-                         f"{float(sums[row]):.6g}); normalise the rows, or pass class indices")
+        raise ValueError(
+            f"{name} must hold probability distributions (one-hot or soft labels: entries >= 0, "
+            f"each row summing to 1) for a softmax cross-entropy loss, but {n_neg} row(s) have "
+            f"negative entries and {n_bad} do not sum to 1 (row {row} sums to "
+            f"{float(sums[row]):.6g}); normalise the rows, or pass class indices"
+        )
 
 
 def check_hyper(name: str, value, low=None, high=None, low_open=False, high_open=False):
@@ -146,8 +166,10 @@ def _on_device(dev, a, name):
     if dev.owns(a):
         return a
     if is_device_array(a):
-        raise TypeError(f"{name} is {dev.array_kind(a)} on another device, but the model lives on "
-                        f"{dev.name}; move it with gpunn.device({dev.name!r}).to_device(...)")
+        raise TypeError(
+            f"{name} is {dev.array_kind(a)} on another device, but the model lives on "
+            f"{dev.name}; move it with gpunn.device({dev.name!r}).to_device(...)"
+        )
     if hasattr(a, "__array__") or isinstance(a, (list, tuple)):
         try:
             return dev.to_device(a)

@@ -159,7 +159,7 @@ def _stats_rows(x, lo, hi, mean, m2, bm, bq, sh):
             for c in range(C):
                 bm[c] += row[c] - sh[c]
         for c in range(C):
-            bm[c] = bm[c] / nb          # the block mean minus the shift, in the array dtype
+            bm[c] = bm[c] / nb  # the block mean minus the shift, in the array dtype
         for n in range(b0, b1):
             row = x[n]
             for c in range(C):
@@ -169,7 +169,7 @@ def _stats_rows(x, lo, hi, mean, m2, bm, bq, sh):
         f1 = nb / nab
         f2 = na * nb / nab
         for c in range(C):
-            d = bm[c] - mean[c]         # mean holds (running mean − shift) until the end
+            d = bm[c] - mean[c]  # mean holds (running mean − shift) until the end
             mean[c] += d * f1
             m2[c] += bq[c] + d * d * f2
         na = nab
@@ -330,8 +330,13 @@ def forward_train_cpu(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, e
     if k == 1:
         _forward_train_serial(x, gamma, beta, rmean, rvar, mean, invstd, y, work, acc, eps, mom, omm, ddof)
         return
-    run_chunks(_stats_segments, [(x, s0, s1, work, acc[j, 0], acc[j, 1], acc[j, 2])
-                                 for j, (s0, s1) in enumerate(_spans(work.shape[0], k))])
+    run_chunks(
+        _stats_segments,
+        [
+            (x, s0, s1, work, acc[j, 0], acc[j, 1], acc[j, 2])
+            for j, (s0, s1) in enumerate(_spans(work.shape[0], k))
+        ],
+    )
     _finalize_stats(x.shape[0], work, gamma, rmean, rvar, mean, invstd, acc[0, 0], eps, mom, omm, ddof)
     run_chunks(_affine_rows, [(x, lo, hi, mean, acc[0, 0], beta, y) for lo, hi in _spans(x.shape[0], k)])
 
@@ -342,11 +347,21 @@ def backward_cpu(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n
     if k == 1:
         _backward_serial(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, work, acc, inv_n)
         return
-    run_chunks(_grad_sums_segments, [(dy, x, s0, s1, mean, invstd, work, acc[j, 0], acc[j, 1])
-                                     for j, (s0, s1) in enumerate(_spans(work.shape[0], k))])
+    run_chunks(
+        _grad_sums_segments,
+        [
+            (dy, x, s0, s1, mean, invstd, work, acc[j, 0], acc[j, 1])
+            for j, (s0, s1) in enumerate(_spans(work.shape[0], k))
+        ],
+    )
     _finalize_grads(work, gamma, invstd, dgamma, dbeta, inv_n, acc[0, 0], acc[0, 1], acc[0, 2])
-    run_chunks(_dx_rows, [(dy, x, lo, hi, mean, invstd, acc[0, 0], acc[0, 1], acc[0, 2], dx)
-                          for lo, hi in _spans(x.shape[0], k)])
+    run_chunks(
+        _dx_rows,
+        [
+            (dy, x, lo, hi, mean, invstd, acc[0, 0], acc[0, 1], acc[0, 2], dx)
+            for lo, hi in _spans(x.shape[0], k)
+        ],
+    )
 
 
 def forward_eval_cpu(x, gamma, beta, rmean, rvar, scale, y, eps, one, chunks):

@@ -35,7 +35,7 @@ expression such as ``2 * MAX_THREADS`` in the kernel (a ``TypingError``; the sim
 
 FLOAT64_INTENDED = {
     "forward_train": "the block's partial sums meet in a float64 shared-memory tree, and the per-feature "
-                     "mean, 1/sqrt(var + eps) and running statistics are computed in float64",
+    "mean, 1/sqrt(var + eps) and running statistics are computed in float64",
     "backward": "the block's partial sums of dy and dy*xhat meet in a float64 shared-memory tree",
 }
 """Kernels whose float32 versions use float64 on purpose (see the module docstring): the real-compiler

@@ -41,8 +41,18 @@ import sys
 from contextlib import contextmanager
 from typing import NamedTuple
 
-__all__ = ["Result", "check", "check_one", "compute_capability", "cuda_kernels", "f64_instructions",
-           "load_signatures", "main", "numba_signature", "save_signatures"]
+__all__ = [
+    "Result",
+    "check",
+    "check_one",
+    "compute_capability",
+    "cuda_kernels",
+    "f64_instructions",
+    "load_signatures",
+    "main",
+    "numba_signature",
+    "save_signatures",
+]
 
 OK, COMPILE_ERROR, F64, NOT_LAUNCHED = "ok", "compile error", "float64 in float32", "not launched"
 FAILURES = (COMPILE_ERROR, F64, NOT_LAUNCHED)
@@ -122,8 +132,11 @@ def _kernel_function(obj):
 def cuda_modules() -> dict:
     """``{topic: module}`` for every ``kernels/<topic>_cuda.py`` (imported)."""
     package = importlib.import_module("gpunn.kernels")
-    return {info.name[:-len("_cuda")]: importlib.import_module(f"{package.__name__}.{info.name}")
-            for info in pkgutil.iter_modules(package.__path__) if info.name.endswith("_cuda")}
+    return {
+        info.name[: -len("_cuda")]: importlib.import_module(f"{package.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.endswith("_cuda")
+    }
 
 
 def cuda_kernels() -> dict:
@@ -222,9 +235,16 @@ def compile_one(kernel, args, cc) -> tuple[str | None, str]:
 
     opts = kernel.targetoptions
     try:
-        ptx, _ = cuda.compile_ptx(kernel.py_func, numba_signature(args), cc=cc, debug=opts.get("debug"),
-                                  lineinfo=opts.get("lineinfo", False), fastmath=opts.get("fastmath", False),
-                                  opt=opts.get("opt"), launch_bounds=opts.get("launch_bounds"))
+        ptx, _ = cuda.compile_ptx(
+            kernel.py_func,
+            numba_signature(args),
+            cc=cc,
+            debug=opts.get("debug"),
+            lineinfo=opts.get("lineinfo", False),
+            fastmath=opts.get("fastmath", False),
+            opt=opts.get("opt"),
+            launch_bounds=opts.get("launch_bounds"),
+        )
     except Exception as exc:  # any failure of the compiler is the finding
         return None, _error_text(exc)
     return ptx, ""
@@ -273,8 +293,11 @@ def check(signatures, cc) -> list[Result]:
             intended = getattr(modules[topic], "FLOAT64_INTENDED", {})
             results.append(check_one(topic, name, kernel, args, cc, intended))
     launched = {(topic, name) for topic, name, _ in signatures}
-    results += [Result(topic, name, (), NOT_LAUNCHED, "no signature recorded: nothing checked it")
-                for topic, name in sorted(kernels) if (topic, name) not in launched]
+    results += [
+        Result(topic, name, (), NOT_LAUNCHED, "no signature recorded: nothing checked it")
+        for topic, name in sorted(kernels)
+        if (topic, name) not in launched
+    ]
     return results
 
 
@@ -296,8 +319,10 @@ def table(cc, results) -> str:
     bad = sum(r.status in FAILURES for r in results)
     n_sigs = sum(r.status != NOT_LAUNCHED for r in results)
     n_kernels = len({(r.topic, r.kernel) for r in results if r.status != NOT_LAUNCHED})
-    lines.append(f"{tag}: {n_sigs} signatures of {n_kernels} kernels compiled: "
-                 f"{'all ok' if not bad else f'{bad} FAILED'}")
+    lines.append(
+        f"{tag}: {n_sigs} signatures of {n_kernels} kernels compiled: "
+        f"{'all ok' if not bad else f'{bad} FAILED'}"
+    )
     return "\n".join(lines)
 
 
@@ -310,16 +335,25 @@ def _parse_cc(text: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     """Command-line entry point (see the module docstring); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m gpunn.kernels.compile_check",
-                                     description="Compile gpunn's CUDA kernels for recorded signatures.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gpunn.kernels.compile_check",
+        description="Compile gpunn's CUDA kernels for recorded signatures.",
+    )
     parser.add_argument("signatures", help="JSON file written by save_signatures")
-    parser.add_argument("--cc", action="append", type=_parse_cc, required=True,
-                        help="compute capability MAJOR.MINOR (repeatable)")
+    parser.add_argument(
+        "--cc",
+        action="append",
+        type=_parse_cc,
+        required=True,
+        help="compute capability MAJOR.MINOR (repeatable)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="processes compiling at once (default 2)")
     ns = parser.parse_args(argv)
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        print("compile_check: NUMBA_ENABLE_CUDASIM is set; the simulator has no compiler. Unset it.",
-              file=sys.stderr)
+        print(
+            "compile_check: NUMBA_ENABLE_CUDASIM is set; the simulator has no compiler. Unset it.",
+            file=sys.stderr,
+        )
         return 2
     ccs = list(dict.fromkeys(ns.cc))
     if len(ccs) == 1:

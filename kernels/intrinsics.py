@@ -28,7 +28,8 @@ when the next layer reads them, which a streaming store would defeat."""
 
 _X86_PAUSE, _ARM_YIELD = ("llvm.x86.sse2.pause", ()), ("llvm.aarch64.hint", (1,))
 _PAUSE = {"x86_64": _X86_PAUSE, "AMD64": _X86_PAUSE, "aarch64": _ARM_YIELD, "arm64": _ARM_YIELD}.get(
-    platform.machine())
+    platform.machine()
+)
 """The LLVM intrinsic of the CPU's spin-wait hint (x86 PAUSE, Arm YIELD = hint #1) and its arguments."""
 
 
@@ -67,8 +68,10 @@ def spin_pause(typingctx):
             name, consts = _PAUSE
             i32 = ir.IntType(32)
             fnty = ir.FunctionType(ir.VoidType(), [i32] * len(consts))
-            builder.call(cgutils.get_or_insert_function(builder.module, fnty, name),
-                         [ir.Constant(i32, c) for c in consts])
+            builder.call(
+                cgutils.get_or_insert_function(builder.module, fnty, name),
+                [ir.Constant(i32, c) for c in consts],
+            )
         return context.get_dummy_value()
 
     return types.none(), codegen
@@ -101,5 +104,9 @@ def fence(typingctx):
 @njit(cache=True)
 def streamable(a):
     """Whether the rows of the 2-D ``a`` may take :func:`stream_store` (aligned, large, contiguous)."""
-    return (a.size * a.itemsize >= STREAM_MIN_BYTES and a.ctypes.data % STREAM_ALIGN == 0
-            and a.strides[0] % STREAM_ALIGN == 0 and a.strides[1] == a.itemsize)
+    return (
+        a.size * a.itemsize >= STREAM_MIN_BYTES
+        and a.ctypes.data % STREAM_ALIGN == 0
+        and a.strides[0] % STREAM_ALIGN == 0
+        and a.strides[1] == a.itemsize
+    )

@@ -62,42 +62,42 @@ runs of chunks to the threads)."""
 # --------------------------------------------------------------------------------------------
 @njit(**RULE_OPTIONS)
 def sgd(p, g, lr):
-    """SGD: θ ← θ − η g."""
+    """The update of :class:`gpunn.optim.SGD` (its docstring has the formula)."""
     return p - lr * g
 
 
 @njit(**RULE_OPTIONS)
 def momentum(p, g, v, lr, alpha):
-    """Momentum: v ← α v − η g;  θ ← θ + v."""
+    """The update of :class:`gpunn.optim.Momentum` (formula in its docstring); ``alpha`` is ``momentum``."""
     v = alpha * v - lr * g
     return p + v, v
 
 
 @njit(**RULE_OPTIONS)
 def nesterov(p, g, b, lr, mu):
-    """Nesterov, PyTorch's ``nesterov=True`` form: b ← μ b + g;  θ ← θ − η (g + μ b)."""
+    """The update of :class:`gpunn.optim.Nesterov` (PyTorch's form; formula in its docstring)."""
     b = mu * b + g
     return p - lr * (g + mu * b), b
 
 
 @njit(**RULE_OPTIONS)
 def nesterov_saito(p, g, v, lr, mu, mu2, c):
-    """Nesterov as in *Deep Learning from Scratch*: v ← μ v − η g;  θ ← θ + μ² v − (1+μ) η g, with the
-    *new* v (``mu2`` = μ·μ and ``c`` = (1+μ)·η computed on the host, in his order of operations)."""
+    """The update of :class:`gpunn.optim.Nesterov` with ``form="saito"`` (formula in its docstring);
+    ``mu2`` = μ·μ and ``c`` = (1+μ)·η are computed on the host, in Saito's order of operations."""
     v = mu * v - lr * g
     return p + mu2 * v - c * g, v
 
 
 @njit(**RULE_OPTIONS)
 def adagrad(p, g, r, lr, eps):
-    """AdaGrad: r ← r + g⊙g;  θ ← θ − η g / (√r + ε)."""
+    """The update of :class:`gpunn.optim.AdaGrad` (formula in its docstring)."""
     r = r + g * g
     return p - lr * g / (math.sqrt(r) + eps), r
 
 
 @njit(**RULE_OPTIONS)
 def adadelta(p, g, s, r, lr, rho, omrho, eps):
-    """AdaDelta: s ← ρ s + (1−ρ) g²;  Δ = √((r+ε)/(s+ε)) g;  θ ← θ − η Δ;  r ← ρ r + (1−ρ) Δ²."""
+    """The update of :class:`gpunn.optim.AdaDelta` (formula in its docstring); ``omrho`` = 1 − ρ."""
     s = rho * s + omrho * g * g
     d = math.sqrt((r + eps) / (s + eps)) * g
     return p - lr * d, s, rho * r + omrho * d * d
@@ -105,30 +105,29 @@ def adadelta(p, g, s, r, lr, rho, omrho, eps):
 
 @njit(**RULE_OPTIONS)
 def rmsprop(p, g, r, lr, rho, omrho, eps):
-    """RMSProp: r ← ρ r + (1−ρ) g²;  θ ← θ − η g / (√r + ε)."""
+    """The update of :class:`gpunn.optim.RMSprop` (formula in its docstring); ``omrho`` = 1 − ρ."""
     r = rho * r + omrho * g * g
     return p - lr * g / (math.sqrt(r) + eps), r
 
 
 @njit(**RULE_OPTIONS)
 def adam(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2):
-    """Adam (PyTorch form): m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
-    θ ← θ − (η/bc1) m / (√v / √bc2 + ε), with ``lr_t = η/bc1`` and ``rbc2 = 1/√bc2``
-    (bc_k = 1 − β_kᵗ) computed on the host each step."""
+    """The update of :class:`gpunn.optim.Adam` (formula in its docstring), with the bias corrections
+    bc_k = 1 − β_kᵗ folded into scalars computed on the host each step: ``lr_t = η/bc1``,
+    ``rbc2 = 1/√bc2`` (so m̂/(√v̂ + ε) is computed as m/(√v·rbc2 + ε)); ``omb_k`` = 1 − β_k."""
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * g * g
     return p - lr_t * m / (math.sqrt(v) * rbc2 + eps), m, v
 
 
 adamw = adam
-"""AdamW's scalar rule is Adam's: the decoupled shrink θ ← θ − ηλθ is in its loops."""
+"""AdamW's scalar rule is Adam's: the decoupled shrink (:class:`gpunn.optim.AdamW`) is in its loops."""
 
 
 @njit(**RULE_OPTIONS)
 def amsgrad(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2):
-    """AMSGrad, PyTorch's ``Adam(amsgrad=True)``: Adam with the running maximum of v in the
-    denominator, v_max ← max(v_max, v) (of the raw v; the bias correction comes after).
-    ``v_max >= v`` is false for a NaN v, so a NaN reaches v_max as in ``torch.maximum``."""
+    """The update of :class:`gpunn.optim.AMSGrad` (formula in its docstring), with :func:`adam`'s
+    scalars.  ``v_max >= v`` is false for a NaN v, so a NaN reaches v_max as in ``torch.maximum``."""
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * g * g
     v_max = v_max if v_max >= v else v
@@ -137,7 +136,8 @@ def amsgrad(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2):
 
 @njit(**RULE_OPTIONS)
 def lion(p, g, m, lr, b1, omb1, b2, omb2):
-    """Lion: c = β1 m + (1−β1) g;  θ ← θ − η sign(c);  m ← β2 m + (1−β2) g.
+    """The update of :class:`gpunn.optim.Lion` (formula in its docstring) without the decoupled decay,
+    which its loops apply before it.
 
     η·sign(c) is ``copysign(lr, c)`` (η ≥ 0), except that c = ±0 moves nothing and a NaN c passes
     through (sign(0) = 0 and sign(NaN) = NaN, as ``torch.sign``): no literal, no branch on a
@@ -288,8 +288,9 @@ def adadelta_cpu(p, g, s, r, lr, rho, omrho, eps, wd, n_decay):
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            adadelta_span(p[lo:hi], g[lo:hi], s[lo:hi], r[lo:hi], lr, rho, omrho, eps, wd,
-                          split(n_decay, lo, hi))
+            adadelta_span(
+                p[lo:hi], g[lo:hi], s[lo:hi], r[lo:hi], lr, rho, omrho, eps, wd, split(n_decay, lo, hi)
+            )
 
 
 @njit(**SERIAL_OPTIONS)
@@ -331,8 +332,21 @@ def adam_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_decay):
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            adam_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, wd,
-                      split(n_decay, lo, hi))
+            adam_span(
+                p[lo:hi],
+                g[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                lr_t,
+                b1,
+                omb1,
+                b2,
+                omb2,
+                eps,
+                rbc2,
+                wd,
+                split(n_decay, lo, hi),
+            )
 
 
 @njit(**SERIAL_OPTIONS)
@@ -353,19 +367,34 @@ def adamw_cpu(p, g, m, v, lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink, n_decay):
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            adamw_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_t, b1, omb1, b2, omb2, eps, rbc2, shrink,
-                       split(n_decay, lo, hi))
+            adamw_span(
+                p[lo:hi],
+                g[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                lr_t,
+                b1,
+                omb1,
+                b2,
+                omb2,
+                eps,
+                rbc2,
+                shrink,
+                split(n_decay, lo, hi),
+            )
 
 
 @njit(**SERIAL_OPTIONS)
 def amsgrad_span(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, s):
     for i in range(s):
-        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i] + wd * p[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2,
-                                             omb2, eps, rbc2)
+        p[i], m[i], v[i], v_max[i] = amsgrad(
+            p[i], g[i] + wd * p[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps, rbc2
+        )
     p, g, m, v, v_max = p[s:], g[s:], m[s:], v[s:], v_max[s:]
     for i in range(p.size):
-        p[i], m[i], v[i], v_max[i] = amsgrad(p[i], g[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps,
-                                             rbc2)
+        p[i], m[i], v[i], v_max[i] = amsgrad(
+            p[i], g[i], m[i], v[i], v_max[i], lr_t, b1, omb1, b2, omb2, eps, rbc2
+        )
 
 
 @njit(**CPU_OPTIONS)
@@ -377,8 +406,22 @@ def amsgrad_cpu(p, g, m, v, v_max, lr_t, b1, omb1, b2, omb2, eps, rbc2, wd, n_de
     else:
         for c in prange(k):
             lo, hi = c * n // k, (c + 1) * n // k
-            amsgrad_span(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], v_max[lo:hi], lr_t, b1, omb1, b2, omb2, eps,
-                         rbc2, wd, split(n_decay, lo, hi))
+            amsgrad_span(
+                p[lo:hi],
+                g[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                v_max[lo:hi],
+                lr_t,
+                b1,
+                omb1,
+                b2,
+                omb2,
+                eps,
+                rbc2,
+                wd,
+                split(n_decay, lo, hi),
+            )
 
 
 @njit(**SERIAL_OPTIONS)

@@ -9,7 +9,7 @@ import gpunn
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = sorted((ROOT / "gpunn").rglob("*.py")) + sorted((ROOT / "kernels").rglob("*.py"))
 BACKEND = ROOT / "gpunn" / "backend.py"
-SIMCUPY = ROOT / "gpunn" / "simcupy.py"     # the simulator's stand-in for CuPy: NumPy underneath
+SIMCUPY = ROOT / "gpunn" / "simcupy.py"  # the simulator's stand-in for CuPy: NumPy underneath
 
 
 def _imported_modules(path):
@@ -44,10 +44,17 @@ def test_kernels_install_inside_the_package(tmp_path):
     import subprocess
     import sys
 
-    code = ("import importlib.util, gpunn.kernels; "
-            "print(importlib.util.find_spec('kernels') is None, gpunn.kernels.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    code = (
+        "import importlib.util, gpunn.kernels; "
+        "print(importlib.util.find_spec('kernels') is None, gpunn.kernels.__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "gpunn.kernels"]
 

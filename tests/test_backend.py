@@ -58,8 +58,9 @@ def test_scalar_keeps_dtype():
 def _run(code, **env):
     full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "GPUNN_REQUIRE_CUDA")}
     full.update(env)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=full, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.skipif(os.environ.get("GPUNN_TEST_DEVICE") == "cuda", reason="needs a machine without a GPU")

@@ -36,7 +36,7 @@ def _close(a, ref, rtol=1e-5, scale=None):
 
 
 def _data(rng, n, c, dtype=np.float32):
-    x = (rng.standard_normal((n, c)) * 3 + 5).astype(dtype)   # offset mean: the variance must be stable
+    x = (rng.standard_normal((n, c)) * 3 + 5).astype(dtype)  # offset mean: the variance must be stable
     dy = rng.standard_normal((n, c)).astype(dtype)
     gamma = (1 + 0.5 * rng.standard_normal(c)).astype(dtype)
     beta = rng.standard_normal(c).astype(dtype)
@@ -158,8 +158,9 @@ def test_running_statistics_match_torch_if_installed():
     np.testing.assert_allclose(bn.running_var, tb.running_var.numpy(), rtol=1e-5, atol=1e-6)
     tb.eval()
     x = rng.standard_normal((1, 6)).astype(np.float32)
-    np.testing.assert_allclose(bn.forward(x, False), tb(torch.from_numpy(x)).detach().numpy(), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        bn.forward(x, False), tb(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_eval_mode_uses_running_statistics(dev):
@@ -215,7 +216,7 @@ def test_running_statistics_converge_to_the_population():
     for _ in range(200):
         bn.forward((rng.standard_normal((64, 3)) * sd + mu).astype(np.float32), True)
     np.testing.assert_allclose(bn.running_mean, mu, atol=0.15)
-    np.testing.assert_allclose(bn.running_var, sd ** 2, rtol=0.15)
+    np.testing.assert_allclose(bn.running_var, sd**2, rtol=0.15)
 
 
 # -- in the MLP ----------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ def test_mlp_batchnorm_layout_params_and_buffers():
     net = gpunn.MLP(6, [5, 4], 3, batchnorm=True, seed=0)
     assert list(net.params) == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3"]
     layout = net.params.layout
-    assert layout.n_decay == 6 * 5 + 5 * 4 + 4 * 3            # weights first: optimizers' n_decay
+    assert layout.n_decay == 6 * 5 + 5 * 4 + 4 * 3  # weights first: optimizers' n_decay
     for name in ("gamma1", "beta1", "gamma2", "beta2"):
         assert layout.offsets[name] >= layout.n_decay
     assert np.all(net.params["gamma1"] == 1) and np.all(net.params["beta2"] == 0)
@@ -260,8 +261,8 @@ def test_mlp_training_updates_buffers_not_optimizer(dev):
     net.gradient(x, t)
     rm = to_numpy(net.buffers["running_mean1"]).copy()
     opt.update(net.params, net.grads)
-    np.testing.assert_array_equal(to_numpy(net.buffers["running_mean1"]), rm)   # the optimizer: no
-    assert np.abs(rm).max() > 0                                                  # training: yes
+    np.testing.assert_array_equal(to_numpy(net.buffers["running_mean1"]), rm)  # the optimizer: no
+    assert np.abs(rm).max() > 0  # training: yes
     # prediction is evaluation mode: rows are independent of each other
     p = to_numpy(net.predict(x))
     np.testing.assert_allclose(to_numpy(net.predict(x[2:3])), p[2:3], rtol=1e-5, atol=1e-6)
@@ -286,7 +287,7 @@ def test_mlp_batchnorm_cpu_and_cuda_agree():
 def test_trainer_trains_a_batchnorm_net():
     """A BatchNorm MLP learns a toy problem with gpunn.Trainer (and predict uses running stats)."""
     rng = np.random.default_rng(10)
-    x = rng.standard_normal((400, 2)).astype(np.float32) * 5 + 20     # badly scaled inputs
+    x = rng.standard_normal((400, 2)).astype(np.float32) * 5 + 20  # badly scaled inputs
     t = (x[:, 0] - 20 > x[:, 1] - 20).astype(np.int64)
     net = gpunn.MLP(2, [16, 16], 2, batchnorm=True, seed=0)
     trainer = gpunn.Trainer(net, gpunn.optim.SGD(lr=0.1), epochs=15, batch_size=32, progress=False)
@@ -314,7 +315,7 @@ def test_variance_is_stable_for_large_offsets(dev):
     kernels (shifted two-pass blocks merged in float64 on the CPU, two-pass in CUDA) keep the normalised
     output exact up to the inputs' own float32 rounding."""
     rng = np.random.default_rng(12)
-    x64 = 1e4 + rng.standard_normal((12 if dev.is_cuda else 200, 5))   # CPU: several 32-row blocks
+    x64 = 1e4 + rng.standard_normal((12 if dev.is_cuda else 200, 5))  # CPU: several 32-row blocks
     x = x64.astype(np.float32)
     bn = BatchNorm(dev, 5)
     y = to_numpy(bn.forward(dev.to_device(x), True))
@@ -322,7 +323,6 @@ def test_variance_is_stable_for_large_offsets(dev):
     expect = (xr - xr.mean(0)) / np.sqrt(xr.var(0) + 1e-5)
     np.testing.assert_allclose(y, expect, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(to_numpy(bn.running_var), 0.9 + 0.1 * xr.var(0, ddof=1), rtol=1e-4)
-
 
 
 def test_cpu_row_chunks_match_serial():

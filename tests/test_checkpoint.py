@@ -53,21 +53,40 @@ def test_resume_continues_bit_for_bit(tmp_path, cls):
     uninterrupted run exactly: the same iter_loss floats, epoch metrics and final parameters."""
     path = tmp_path / "run.npz"
     ref_net = net()
-    ref = Recording(ref_net, opt_for(cls), epochs=3, batch_size=16, progress=False,
-                    checkpoint_path=path, checkpoint_every=2, checkpoint_unit="step")
+    ref = Recording(
+        ref_net,
+        opt_for(cls),
+        epochs=3,
+        batch_size=16,
+        progress=False,
+        checkpoint_path=path,
+        checkpoint_every=2,
+        checkpoint_unit="step",
+    )
     h_ref = ref.fit(X, T, validation_data=(XV, TV))
     assert len(h_ref["iter_loss"]) == 9
     snaps = sorted(tmp_path.glob("step*.npz"))
     names = [s.name for s in snaps]
     # step 2, 4: mid-epoch; step 6 falls on an epoch's end: written after it; 8 mid-epoch; 9 final
-    assert names == ["step002-epoch0-32.npz", "step004-epoch1-16.npz", "step006-epoch2-0.npz",
-                     "step008-epoch2-32.npz", "step009-epoch3-0.npz"]
+    assert names == [
+        "step002-epoch0-32.npz",
+        "step004-epoch1-16.npz",
+        "step006-epoch2-0.npz",
+        "step008-epoch2-32.npz",
+        "step009-epoch3-0.npz",
+    ]
     for snap in snaps:
         other = net(seed=99)  # different initial weights: everything must come from the file
-        tr = gpunn.Trainer(other, cls(lr=0.5) if cls is not optim.AdaDelta else cls(rho=0.5), epochs=3,
-                           batch_size=16, seed=1234, progress=False)
+        tr = gpunn.Trainer(
+            other,
+            cls(lr=0.5) if cls is not optim.AdaDelta else cls(rho=0.5),
+            epochs=3,
+            batch_size=16,
+            seed=1234,
+            progress=False,
+        )
         with pytest.warns(gpunn.checkpoint.CheckpointWarning, match="restored the saved optimizer hyper"):
-            tr.resume(snap)                       # the file's hyper-parameters win, and it says so
+            tr.resume(snap)  # the file's hyper-parameters win, and it says so
         # the last one holds the finished run (a fit() now would start a new run of 3 epochs)
         h = tr.fit(X, T, validation_data=(XV, TV)) if tr.epoch < 3 else tr.history
         assert h["iter_loss"] == h_ref["iter_loss"], snap.name
@@ -80,8 +99,14 @@ def test_resume_continues_bit_for_bit(tmp_path, cls):
 def test_resume_then_train_longer_matches_a_longer_run(tmp_path):
     long = gpunn.Trainer(net(), optim.Adam(lr=0.02), epochs=4, batch_size=16, progress=False)
     h_long = long.fit(X, T)
-    short = gpunn.Trainer(net(), optim.Adam(lr=0.02), epochs=2, batch_size=16, progress=False,
-                          checkpoint_path=tmp_path / "c.npz")
+    short = gpunn.Trainer(
+        net(),
+        optim.Adam(lr=0.02),
+        epochs=2,
+        batch_size=16,
+        progress=False,
+        checkpoint_path=tmp_path / "c.npz",
+    )
     short.fit(X, T)
     more = gpunn.Trainer(net(seed=5), optim.Adam(), epochs=4, batch_size=16, progress=False)
     h = more.resume(tmp_path / "c.npz").fit(X, T)
@@ -110,8 +135,9 @@ def test_checkpoint_moves_between_devices(tmp_path, src, dst):
     assert b.optimizer.t == 2 and b.epoch == 1 and b.history["iter_loss"] == a.history["iter_loss"]
     ha, hb = a.fit(X, T), b.fit(X, T)  # one more epoch on each device
     np.testing.assert_allclose(hb["iter_loss"], ha["iter_loss"], rtol=1e-5)
-    np.testing.assert_allclose(to_numpy(b.model.params.flat), to_numpy(a.model.params.flat),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(b.model.params.flat), to_numpy(a.model.params.flat), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -145,8 +171,14 @@ def test_file_is_plain_npz_with_json_metadata(tmp_path):
         assert meta["format"] == "gpunn-checkpoint" and meta["version"] == ckpt.FORMAT_VERSION
         np.testing.assert_array_equal(z["model/params"], tr.model.params.flat)
         assert z["model/params"].dtype == np.float32
-    expected = {"input_size": 6, "hidden_sizes": [5], "output_size": 3, "activation": ["tanh"],
-                "loss": "cross_entropy", "dtype": "float32"}
+    expected = {
+        "input_size": 6,
+        "hidden_sizes": [5],
+        "output_size": 3,
+        "activation": ["tanh"],
+        "loss": "cross_entropy",
+        "dtype": "float32",
+    }
     assert meta["model"]["config"].items() >= expected.items()  # plus batchnorm/dropout/... options
     assert meta["optimizer"]["class"] == "Adam"
     assert meta["trainer"]["step"] == 3 and meta["trainer"]["rng"]["bit_generator"] == "PCG64"
@@ -224,15 +256,32 @@ def test_differences_that_only_warn(tmp_path):
 
 
 def regularised(device="cpu", seed=1):
-    return gpunn.MLP(6, [5, 4], 3, activation=["relu", "tanh"], device=device, seed=seed, batchnorm=True,
-                     dropout=[0.3, 0.2], weight_decay=1e-3)
+    return gpunn.MLP(
+        6,
+        [5, 4],
+        3,
+        activation=["relu", "tanh"],
+        device=device,
+        seed=seed,
+        batchnorm=True,
+        dropout=[0.3, 0.2],
+        weight_decay=1e-3,
+    )
 
 
 def test_resume_with_batchnorm_and_dropout_is_bit_for_bit(tmp_path):
     """BatchNorm running statistics and the dropout generators travel with the checkpoint."""
     ref_net = regularised()
-    ref = Recording(ref_net, optim.Adam(lr=0.01), epochs=3, batch_size=16, progress=False,
-                    checkpoint_path=tmp_path / "run.npz", checkpoint_every=4, checkpoint_unit="step")
+    ref = Recording(
+        ref_net,
+        optim.Adam(lr=0.01),
+        epochs=3,
+        batch_size=16,
+        progress=False,
+        checkpoint_path=tmp_path / "run.npz",
+        checkpoint_every=4,
+        checkpoint_unit="step",
+    )
     h_ref = ref.fit(X, T, validation_data=(XV, TV))
     meta = ckpt.read_metadata(tmp_path / "run.npz")["model"]
     assert set(meta["buffers"]) == {"running_mean1", "running_var1", "running_mean2", "running_var2"}
@@ -267,8 +316,9 @@ def test_readme_resume_snippet_saves_the_finished_run(tmp_path, monkeypatch):
     n, opt = net(), optim.SGD(lr=0.1)
     trainer = gpunn.Trainer(n, opt, epochs=3, checkpoint_path="run.npz", batch_size=16, progress=False)
     real = n._gradient
-    n._gradient = lambda xb, tb: (_ for _ in ()).throw(KeyboardInterrupt) if trainer.step == 4 \
-        else real(xb, tb)
+    n._gradient = lambda xb, tb: (
+        (_ for _ in ()).throw(KeyboardInterrupt) if trainer.step == 4 else real(xb, tb)
+    )
     assert trainer.fit(x, t)["interrupted"]
     n._gradient = real
     n, opt = net(seed=5), optim.SGD(lr=0.1)
@@ -284,14 +334,21 @@ def test_readme_resume_snippet_saves_the_finished_run(tmp_path, monkeypatch):
 
 def test_resume_with_checkpoint_false_or_another_path_does_not_adopt_the_file(tmp_path):
     path = tmp_path / "run.npz"
-    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False,
-                       checkpoint_path=path)
+    tr = gpunn.Trainer(
+        net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False, checkpoint_path=path
+    )
     tr.fit(X, T)
-    assert gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False).resume(path, checkpoint=False) \
-        .checkpoint_path is None
+    assert (
+        gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False).resume(path, checkpoint=False).checkpoint_path
+        is None
+    )
     other = tmp_path / "other.npz"
-    assert gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False, checkpoint_path=other).resume(path) \
-        .checkpoint_path == other
+    assert (
+        gpunn.Trainer(net(), optim.SGD(lr=0.1), progress=False, checkpoint_path=other)
+        .resume(path)
+        .checkpoint_path
+        == other
+    )
 
 
 def test_resume_names_restored_hyper_parameters_and_a_lower_lr_after_resume_works(tmp_path):
@@ -302,8 +359,9 @@ def test_resume_names_restored_hyper_parameters_and_a_lower_lr_after_resume_work
     def relu_net():
         return gpunn.MLP(6, [5], 3, activation="relu", seed=1)
 
-    tr = gpunn.Trainer(relu_net(), optim.SGD(lr=1e30), epochs=3, batch_size=16, progress=False,
-                       checkpoint_path=path)
+    tr = gpunn.Trainer(
+        relu_net(), optim.SGD(lr=1e30), epochs=3, batch_size=16, progress=False, checkpoint_path=path
+    )
     tr.save_checkpoint()  # the run's start: the last good checkpoint
     with pytest.raises(gpunn.TrainingDivergedError, match=r"set trainer.optimizer.lr = \.\.\.") as info:
         with warnings.catch_warnings():
@@ -311,8 +369,11 @@ def test_resume_names_restored_hyper_parameters_and_a_lower_lr_after_resume_work
             tr.fit(X, T)
     assert info.value.checkpoint == path
     fresh = gpunn.Trainer(relu_net(), optim.SGD(lr=0.01), epochs=3, batch_size=16, progress=False)
-    with pytest.warns(ckpt.CheckpointWarning, match=r"restored the saved optimizer hyper-parameters "
-                                                    r"lr=1e\+30 \(the optimizer had 0.01\)"):
+    with pytest.warns(
+        ckpt.CheckpointWarning,
+        match=r"restored the saved optimizer hyper-parameters "
+        r"lr=1e\+30 \(the optimizer had 0.01\)",
+    ):
         fresh.resume(path)
     assert fresh.optimizer.lr == 1e30
     fresh.optimizer.lr = 0.01  # the advice
@@ -380,10 +441,14 @@ def test_load_model_checks_declared_sizes_before_allocating(tmp_path, monkeypatc
     assert path.stat().st_size < 10_000
     built = []
     real_init = gpunn.MLP.__init__
-    monkeypatch.setattr(gpunn.MLP, "__init__",
-                        lambda self, *a, **k: (built.append(a), real_init(self, *a, **k))[1])
-    with pytest.raises(CheckpointError, match=r"declares layers \[30000, 30000, 3\] \(900120003 parameters\)"
-                                              r".*holds an array of shape \(53,\).*nothing was allocated"):
+    monkeypatch.setattr(
+        gpunn.MLP, "__init__", lambda self, *a, **k: (built.append(a), real_init(self, *a, **k))[1]
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"declares layers \[30000, 30000, 3\] \(900120003 parameters\)"
+        r".*holds an array of shape \(53,\).*nothing was allocated",
+    ):
         ckpt.load_model(path)
     assert built == []
 
@@ -431,8 +496,9 @@ def test_a_stored_order_that_is_not_a_permutation_is_refused(tmp_path):
     path = tmp_path / "run.npz"
     tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=2, batch_size=16, progress=False)
     real = tr.model._gradient
-    tr.model._gradient = lambda xb, tb: (_ for _ in ()).throw(KeyboardInterrupt) if tr.step == 1 \
-        else real(xb, tb)
+    tr.model._gradient = lambda xb, tb: (
+        (_ for _ in ()).throw(KeyboardInterrupt) if tr.step == 1 else real(xb, tb)
+    )
     tr.fit(X, T)
     tr.save_checkpoint(path)
     with np.load(path) as f:
@@ -461,8 +527,9 @@ def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
 def test_a_250_character_checkpoint_name_works(tmp_path):
     """Issue 15 item 8: the temporary name (.NAME.XXXXXXXX.tmp) exceeded 255 bytes."""
     path = tmp_path / ("r" * 246 + ".npz")
-    tr = gpunn.Trainer(net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False,
-                       checkpoint_path=path)
+    tr = gpunn.Trainer(
+        net(), optim.SGD(lr=0.1), epochs=1, batch_size=16, progress=False, checkpoint_path=path
+    )
     tr.fit(X, T)
     assert ckpt.read_metadata(path)["trainer"]["epoch"] == 1
     (tmp_path / (ckpt._temp_prefix(path) + "12345678.tmp")).write_bytes(b"orphan")
@@ -477,6 +544,7 @@ def test_a_read_only_checkpoint_directory_is_refused_up_front(tmp_path, monkeypa
     if os.geteuid() != 0:  # (root writes anywhere: then simulate the refusal of the file system)
         ro.chmod(0o500)
     else:
+
         def refuse(*a, **k):
             raise PermissionError(13, "Permission denied")
 

@@ -98,11 +98,11 @@ def test_gemms_wanting_different_thread_counts_do_not_overlap():
     blas = cpu_threads._Blas()
     blas.libs, blas.start = [Lib()], 2
     blas.enter(1)
-    blas.enter(1)                       # the same count: enters at once, no new call
+    blas.enter(1)  # the same count: enters at once, no new call
     entered = threading.Event()
     other = threading.Thread(target=lambda: (blas.enter(2), entered.set(), blas.leave()))
     other.start()
-    assert not entered.wait(0.2)        # a GEMM on 2 threads waits for both 1-thread GEMMs
+    assert not entered.wait(0.2)  # a GEMM on 2 threads waits for both 1-thread GEMMs
     blas.leave()
     assert not entered.wait(0.1)
     blas.leave()
@@ -122,7 +122,7 @@ def _bn_run(monkeypatch, threads, x, dy):
 
 def test_batchnorm_gives_the_same_bits_on_1_2_and_3_threads(monkeypatch):
     rng = np.random.default_rng(0)
-    n, c = 1024, 1024                                  # 2**20 elements: the chunked path
+    n, c = 1024, 1024  # 2**20 elements: the chunked path
     assert bn.n_segments(n, c) > 1
     x = (rng.standard_normal((n, c)) * 3 + 5).astype(np.float32)
     dy = rng.standard_normal((n, c)).astype(np.float32)
@@ -161,7 +161,7 @@ def test_parallel_optimizer_and_dropout_kernels_equal_their_serial_twins():
         runs.append(a)
     for x, y in zip(*runs, strict=True):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(runs[0][0], p)            # it did update
+    assert not np.array_equal(runs[0][0], p)  # it did update
 
     x = rng.standard_normal(dk.PARALLEL_MIN * 2).astype(f32)
     args = [np.uint64(v) for v in (12345, 678, 1 << 22)] + [f32(2.0), f32(0)]

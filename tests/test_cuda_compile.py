@@ -59,8 +59,18 @@ def tour() -> None:
     t = np.arange(4) % 2
     for dtype in DTYPES:
         for batchnorm in (False, True):
-            net = gpunn.MLP(3, [2] * len(names), 2, activation=names, device=dev, dtype=dtype, seed=0,
-                            batchnorm=batchnorm, dropout=0.25, weight_decay=1e-3)
+            net = gpunn.MLP(
+                3,
+                [2] * len(names),
+                2,
+                activation=names,
+                device=dev,
+                dtype=dtype,
+                seed=0,
+                batchnorm=batchnorm,
+                dropout=0.25,
+                weight_decay=1e-3,
+            )
             for target in (t, np.eye(2)[t]):
                 grads = net.gradient(x, target)
             for cls in optimizer_classes():
@@ -98,8 +108,13 @@ def test_every_signature_compiles_for_real(launched, tmp_path):
     assert compile_check.load_signatures(path) == sorted(launched)
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     ccs = [arg for cc in CCS for arg in ("--cc", cc)]
-    out = subprocess.run([sys.executable, "-m", "gpunn.kernels.compile_check", str(path), *ccs],
-                         env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpunn.kernels.compile_check", str(path), *ccs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     report = out.stdout + out.stderr
     print(report)  # the table, for ``pytest -rP``
     assert out.returncode == 0, report
@@ -149,20 +164,28 @@ def test_f64_scan_ignores_comments_and_declarations():
 
 def test_f64_scan_finds_arithmetic_conversions_moves_and_memory():
     found = compile_check.f64_instructions(PTX_FLOAT32 + PTX_FLOAT64)
-    assert found == ["cvt.f64.f32 %fd1, %f1", "fma.rn.f64 %fd2, %fd1, %fd1, %fd1", "mov.b64 %fd3, %rd1",
-                     "st.shared.f64 [%rd2], %fd3", "cvt.rn.f32.f64 %f2, %fd2"]
+    assert found == [
+        "cvt.f64.f32 %fd1, %f1",
+        "fma.rn.f64 %fd2, %fd1, %fd1, %fd1",
+        "mov.b64 %fd3, %rd1",
+        "st.shared.f64 [%rd2], %fd3",
+        "cvt.rn.f32.f64 %f2, %fd2",
+    ]
 
 
 def test_signature_records_become_numba_types():
     args = (("array", "float32", 2, "C"), ("array", "int64", 1, "A"), ("scalar", "uint64"))
     assert [str(t) for t in compile_check.numba_signature(args)] == [
-        "array(float32, 2d, C)", "array(int64, 1d, A)", "uint64"]
+        "array(float32, 2d, C)",
+        "array(int64, 1d, A)",
+        "uint64",
+    ]
     assert compile_check.is_float32(args)
     assert not compile_check.is_float32((("array", "float64", 1, "C"), ("array", "float32", 1, "C")))
     assert not compile_check.is_float32((("array", "int64", 1, "C"),))
 
 
-BAD_KERNELS = '''
+BAD_KERNELS = """
 from numba import cuda, float32, njit
 
 N = 32
@@ -184,9 +207,9 @@ def shared_expression(p):
     sh = cuda.shared.array(2 * N, float32)
     sh[cuda.threadIdx.x] = p[0]
     p[0] = sh[0]
-'''
+"""
 
-BAD_DRIVER = '''
+BAD_DRIVER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import bad
@@ -196,14 +219,19 @@ with compile_check.compute_capability((9, 0)):
     for name in ("literal", "shared_expression"):
         r = compile_check.check_one("bad", name, getattr(bad, name), args, (9, 0))
         print(r.kernel, "|", r.status, "|", r.detail)
-'''
+"""
 
 
 def test_the_checker_catches_a_float_literal_and_a_shared_size_expression(tmp_path):
     (tmp_path / "bad.py").write_text(textwrap.dedent(BAD_KERNELS))
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, "-c", BAD_DRIVER, str(tmp_path)], env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", BAD_DRIVER, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = dict(line.split(" | ", 1) for line in out.stdout.splitlines() if " | " in line)
     assert lines["literal"].startswith("float64 in float32 | "), out.stdout

@@ -27,8 +27,12 @@ CUDA_FILES = sorted(KERNELS.glob("*_cuda.py"))
 
 def _is_cuda_jit(node) -> bool:
     target = node.func if isinstance(node, ast.Call) else node
-    return isinstance(target, ast.Attribute) and target.attr == "jit" and \
-        isinstance(target.value, ast.Name) and target.value.id == "cuda"
+    return (
+        isinstance(target, ast.Attribute)
+        and target.attr == "jit"
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "cuda"
+    )
 
 
 def decorated(path: Path) -> dict[str, dict]:
@@ -57,8 +61,14 @@ def source_kernels() -> dict[str, dict]:
 
 def run_without_simulator(script: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=str(Path(__file__).parent))  # not the root: its gpunn/ would
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=str(Path(__file__).parent),
+    )  # not the root: its gpunn/ would
     # shadow an installed gpunn (the source tree has no gpunn/kernels/)
 
 
@@ -71,9 +81,11 @@ def test_every_kernel_is_cached_in_the_source():
 
 def test_decorator_reader_sees_a_missing_cache(tmp_path):
     src = tmp_path / "x_cuda.py"
-    src.write_text("from numba import cuda\n\n@cuda.jit\ndef k(a):\n    pass\n\n"
-                   "@cuda.jit(cache=True)\ndef c(a):\n    pass\n\n"
-                   "@cuda.jit(device=True)\ndef d(a):\n    return a\n")
+    src.write_text(
+        "from numba import cuda\n\n@cuda.jit\ndef k(a):\n    pass\n\n"
+        "@cuda.jit(cache=True)\ndef c(a):\n    pass\n\n"
+        "@cuda.jit(device=True)\ndef d(a):\n    return a\n"
+    )
     assert decorated(src) == {"k": {}, "c": {"cache": True}, "d": {"device": True}}
 
 
@@ -154,10 +166,12 @@ def test_gpunn_launches_do_not_warn_about_occupancy_but_user_kernels_do():
     proc = run_without_simulator(OCCUPANCY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["launched"] == [[[1, 1, 1], [256, 1, 1], "_LaunchConfiguration"],
-                               [[4, 1, 1], [256, 1, 1], "_LaunchConfiguration"],
-                               [[3, 1, 1], [32, 8, 1], "_LaunchConfiguration"],
-                               [[127, 1, 1], [32, 1, 1], "_LaunchConfiguration"]]
+    assert out["launched"] == [
+        [[1, 1, 1], [256, 1, 1], "_LaunchConfiguration"],
+        [[4, 1, 1], [256, 1, 1], "_LaunchConfiguration"],
+        [[3, 1, 1], [32, 8, 1], "_LaunchConfiguration"],
+        [[127, 1, 1], [32, 1, 1], "_LaunchConfiguration"],
+    ]
     assert out["gpunn"] == [], out["gpunn"]
     assert out["switch_before"] == out["switch_after"] == 1
     # the switch is back on: the user's kernels, and gpunn's kernel configured directly, still warn

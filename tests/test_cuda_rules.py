@@ -43,17 +43,21 @@ def test_no_implicit_conversion_to_the_host(cuda):
     from gpunn.kernels import activations
 
     with pytest.raises(Exception, match="(?i)implicit conversion|non-precise|pyobject|cannot determine"):
-        activations.all_finite_cpu(a, np.float32(0))          # a CPU kernel given a device array
+        activations.all_finite_cpu(a, np.float32(0))  # a CPU kernel given a device array
 
 
-@pytest.mark.parametrize("mix", [
-    lambda a, h: a + h,
-    lambda a, h: h + a,
-    lambda a, h: np.multiply(a, h),
-    lambda a, h: np.where(a > 0, h, a),
-    lambda a, h: np.concatenate([a, h]),
-    lambda a, h: a[np.array([0, 1])],
-], ids=["add", "radd", "ufunc", "where", "concatenate", "index"])
+@pytest.mark.parametrize(
+    "mix",
+    [
+        lambda a, h: a + h,
+        lambda a, h: h + a,
+        lambda a, h: np.multiply(a, h),
+        lambda a, h: np.where(a > 0, h, a),
+        lambda a, h: np.concatenate([a, h]),
+        lambda a, h: a[np.array([0, 1])],
+    ],
+    ids=["add", "radd", "ufunc", "where", "concatenate", "index"],
+)
 def test_no_host_arrays_in_device_arithmetic_or_indexing(cuda, mix):
     a, h = cuda.to_device(np.ones(3, np.float32)), np.ones(3, np.float32)
     with pytest.raises(TypeError, match="host \\(NumPy\\) array and cannot be mixed"):
@@ -65,8 +69,8 @@ def test_no_host_array_assigned_into_a_device_array(cuda, sim):
     with pytest.raises(ValueError, match="non-scalar numpy.ndarray cannot be used for fill"):
         a[...] = np.ones((2, 3), np.float32)
     with pytest.raises(TypeError, match="host"):
-        sim.ascontiguousarray(np.ones(3))                      # CuPy's functions take device arrays
-    a[0] = 2.0                                                # scalars are fine, as in CuPy
+        sim.ascontiguousarray(np.ones(3))  # CuPy's functions take device arrays
+    a[0] = 2.0  # scalars are fine, as in CuPy
     a[1] = np.float32(3)
     a += np.float32(1)
     assert to_numpy(a).tolist() == [[3, 3, 3], [4, 4, 4]]
@@ -75,7 +79,7 @@ def test_no_host_array_assigned_into_a_device_array(cuda, sim):
 def test_explicit_transfers_and_counted_host_syncs(cuda, sim):
     a = cuda.to_device(np.arange(4, dtype=np.float32))
     s = a.sum()
-    assert isinstance(s, sim.ndarray) and s.shape == ()     # reductions stay on the device
+    assert isinstance(s, sim.ndarray) and s.shape == ()  # reductions stay on the device
     before = sim.stats.host_syncs
     assert float(s) == 6 and int(a.max()) == 3 and to_numpy(a).tolist() == [0, 1, 2, 3]
     assert sim.stats.host_syncs == before + 3
@@ -108,12 +112,12 @@ def test_a_host_device_mix_in_gpunn_turns_the_suite_red(cuda, monkeypatch):
     real = layers.ReLU.forward
 
     def leaky(self, x, train=False):
-        return real(self, x, train) + np.zeros(x.shape[1], np.float32)      # the mistake
+        return real(self, x, train) + np.zeros(x.shape[1], np.float32)  # the mistake
 
     monkeypatch.setattr(layers.ReLU, "forward", leaky)
     x, t = data()
     net = gpunn.MLP(6, [5], 3, device="cpu", seed=0, fused=False)
-    net.gradient(x, t)                                                      # NumPy lets it pass
+    net.gradient(x, t)  # NumPy lets it pass
     net = gpunn.MLP(6, [5], 3, device=cuda, seed=0, fused=False)
     with pytest.raises(TypeError, match="cannot be mixed with device arrays"):
         net.gradient(x, t)
@@ -123,7 +127,7 @@ def test_a_host_device_mix_in_gpunn_turns_the_suite_red(cuda, monkeypatch):
 def test_host_arrays_assigned_into_device_parameters_are_copied(cuda):
     net = gpunn.MLP(6, [5], 3, device=cuda, seed=0)
     w = np.arange(30, dtype=np.float64).reshape(6, 5)
-    net.params["W1"] = w                          # the textbook loop does this with NumPy arrays
+    net.params["W1"] = w  # the textbook loop does this with NumPy arrays
     net.params["b1"] = [1, 2, 3, 4, 5]
     net.params["b2"] = 0.5
     assert to_numpy(net.params["W1"]).tolist() == w.tolist()
@@ -135,20 +139,22 @@ def test_cuda_n_is_honoured_by_every_allocation_and_launch(tmp_path, sim):
     x, t = data(64)
     net = gpunn.MLP(6, [8, 8], 3, device="cuda:1", seed=0, batchnorm=True, dropout=0.2)
     opt = optim.Adam(lr=1e-2)
-    hist = gpunn.Trainer(net, opt, epochs=2, batch_size=16, seed=0, progress=False,
-                         checkpoint_path=tmp_path / "run.npz").fit(x, t)
+    hist = gpunn.Trainer(
+        net, opt, epochs=2, batch_size=16, seed=0, progress=False, checkpoint_path=tmp_path / "run.npz"
+    ).fit(x, t)
     arrays = [net.params.flat, net.grads.flat, *net.buffers.values(), *opt.state["__flat__"]]
     arrays += [v for layer in net.layers for v in vars(layer).values() if isinstance(v, sim.ndarray)]
     assert {a.device.id for a in arrays} == {1}
-    assert sim.cuda.Device().id == 0                              # the caller's device is restored
+    assert sim.cuda.Device().id == 0  # the caller's device is restored
     assert net.predict(x).device.id == 1
     again = gpunn.checkpoint.load_model(tmp_path / "run.npz", device="cuda:1")
     assert again.params.flat.device.id == 1
     np.testing.assert_allclose(to_numpy(again.params.flat), to_numpy(net.params.flat))
     # the same run on cuda:0 gives the same numbers
     net0 = gpunn.MLP(6, [8, 8], 3, device="cuda:0", seed=0, batchnorm=True, dropout=0.2)
-    hist0 = gpunn.Trainer(net0, optim.Adam(lr=1e-2), epochs=2, batch_size=16, seed=0,
-                          progress=False).fit(x, t)
+    hist0 = gpunn.Trainer(net0, optim.Adam(lr=1e-2), epochs=2, batch_size=16, seed=0, progress=False).fit(
+        x, t
+    )
     np.testing.assert_allclose(hist["loss"], hist0["loss"], rtol=1e-6)
 
 
@@ -158,7 +164,7 @@ def test_a_step_on_device_resident_data_makes_no_host_sync(cuda, sim):
     for kw in ({}, {"batchnorm": True, "dropout": 0.1}):
         net = gpunn.MLP(6, [8], 3, device=cuda, seed=0, **kw)
         opt = optim.Adam()
-        opt.update(net.params, net.gradient(xd, td))             # first step: state, validation
+        opt.update(net.params, net.gradient(xd, td))  # first step: state, validation
         before = sim.stats.host_syncs
         for _ in range(3):
             opt.update(net.params, net.gradient(xd, td))
@@ -174,13 +180,14 @@ def test_trainer_syncs_per_epoch_unless_the_guard_asks(cuda, sim, guard):
 
     def syncs(batch):
         net = gpunn.MLP(6, [8], 3, device=cuda, seed=0)
-        trainer = gpunn.Trainer(net, optim.SGD(lr=0.1), epochs=1, batch_size=batch, seed=0, progress=False,
-                                guard=guard)
+        trainer = gpunn.Trainer(
+            net, optim.SGD(lr=0.1), epochs=1, batch_size=batch, seed=0, progress=False, guard=guard
+        )
         before = sim.stats.host_syncs
         trainer.fit(x, t)
         return sim.stats.host_syncs - before
 
-    few, many = syncs(64), syncs(16)                                   # 2 vs 8 steps
+    few, many = syncs(64), syncs(16)  # 2 vs 8 steps
     if guard:
         assert many - few == 6
     else:
@@ -196,7 +203,7 @@ def test_device_labels_out_of_range_make_the_loss_nan(cuda):
     net.gradient(cuda.to_device(x), cuda.to_device(t))
     assert np.isnan(float(net.last_loss))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
-        net.gradient(x, t)                                             # host labels are checked
+        net.gradient(x, t)  # host labels are checked
 
 
 def test_no_device_random_generator_is_offered(cuda):

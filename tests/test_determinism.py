@@ -45,8 +45,16 @@ def run_in_process():
 
 def test_two_processes_give_identical_loss_curves():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**env, "PYTHONHASHSEED": str(seed)}) for seed in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "PYTHONHASHSEED": str(seed)},
+        )
+        for seed in (1, 2)
+    ]
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -62,8 +70,9 @@ def test_same_seed_same_run_different_seed_different_run():
         rng = np.random.default_rng(0)
         x, t = rng.standard_normal((30, 6)).astype(np.float32), rng.integers(0, 3, 30)
         net = gpunn.MLP(6, [5], 3, seed=seed)
-        h = gpunn.Trainer(net, optim.Adam(lr=0.01), epochs=2, batch_size=8, seed=order_seed,
-                          progress=False).fit(x, t)
+        h = gpunn.Trainer(
+            net, optim.Adam(lr=0.01), epochs=2, batch_size=8, seed=order_seed, progress=False
+        ).fit(x, t)
         return h, net.params.flat.copy()
 
     (h1, p1), (h2, p2) = run(1, 2), run(1, 2)
@@ -75,6 +84,7 @@ def test_same_seed_same_run_different_seed_different_run():
 
 def test_data_order_is_drawn_on_the_host_and_identical_on_every_device(dev):
     """The batches a step sees are the same rows, in the same order, on every device."""
+
     def batches(device):
         rng = np.random.default_rng(0)
         x, t = rng.standard_normal((20, 6)).astype(np.float32), rng.integers(0, 3, 20)

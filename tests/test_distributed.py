@@ -40,18 +40,34 @@ def _mpiexec():
 
 MPIEXEC = _mpiexec()
 HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and MPIEXEC is not None
-needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="mpi4py or mpiexec is not installed (pip install -e "
-                                                    "'.[dev]' or '.[dist]' installs mpi4py and MPICH)")
+needs_mpi = pytest.mark.skipif(
+    not HAVE_MPI,
+    reason="mpi4py or mpiexec is not installed (pip install -e "
+    "'.[dev]' or '.[dist]' installs mpi4py and MPICH)",
+)
 
 
 def mpirun(scenario, out, timeout=120, dist_timeout=60):
     """Run a scenario on 2 ranks: (returncode, output, seconds).  One thread per rank (2 cores)."""
-    env = {**os.environ, "GPUNN_DIST_TIMEOUT": str(dist_timeout), "NUMBA_NUM_THREADS": "1",
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "GPUNN_DIST_TIMEOUT": str(dist_timeout),
+        "NUMBA_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     start = time.monotonic()
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(WORKER), scenario, str(out)],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, env=env, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, str(WORKER), scenario, str(out)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     return proc.returncode, proc.stdout, time.monotonic() - start
 
 
@@ -85,8 +101,9 @@ def test_two_processes_equal_one_process_with_the_global_batch(trained, device, 
         np.testing.assert_array_equal(r0[key], r1[key], err_msg=key)
     # one process, batch 20 = the 2 x 10 of the ranks (and the last batch of 3 = 2 + 1, weighted)
     net = W.build(device, dtype, seed=7)
-    h = gpunn.Trainer(net, W.make_optimizer(opt), epochs=2, batch_size=W.BATCH, seed=3, progress=False) \
-        .fit(*W.data(), validation_data=W.data(1))
+    h = gpunn.Trainer(net, W.make_optimizer(opt), epochs=2, batch_size=W.BATCH, seed=3, progress=False).fit(
+        *W.data(), validation_data=W.data(1)
+    )
     assert result["steps"][f"{device}-{dtype}-{opt}"] == 12 == len(h["iter_loss"])
     rtol = 1e-10 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(r0["params"], to_numpy(net.params.flat), rtol=rtol, atol=rtol * 1e-2)
@@ -105,7 +122,7 @@ def test_hand_written_loop_with_sampler_and_allreduce(trained):
     for _ in range(2):
         perm = order.permutation(W.N)
         for s in range(0, W.N - W.BATCH + 1, W.BATCH):  # drop_last
-            idx = perm[s:s + W.BATCH]
+            idx = perm[s : s + W.BATCH]
             opt.update(net.params, net.gradient(x[idx], t[idx]))
     np.testing.assert_allclose(r0["params"], net.params.flat, rtol=1e-10, atol=1e-13)
 
@@ -120,7 +137,7 @@ def test_shards_of_an_epoch_are_disjoint_and_cover_the_data(trained):
     for i in range(steps):
         a, b = r0[f"shard{i}"], r1[f"shard{i}"]
         assert not set(a) & set(b)
-        np.testing.assert_array_equal(np.concatenate([a, b]), perm[i * W.BATCH:(i + 1) * W.BATCH])
+        np.testing.assert_array_equal(np.concatenate([a, b]), perm[i * W.BATCH : (i + 1) * W.BATCH])
     everything = np.concatenate([r[f"shard{i}"] for r in (r0, r1) for i in range(steps)])
     assert sorted(everything) == list(range(W.N))
 
@@ -185,13 +202,16 @@ def test_ranks_that_disagree_on_the_run_are_refused(tmp_path):
 
 
 @needs_mpi
-@pytest.mark.parametrize("what, named", [
-    ("lr", r"the optimizer and its hyper-parameters .*rank 1 has SGD\(lr=0.5, weight_decay=0.0\)"),
-    ("optimizer", r"the optimizer and its hyper-parameters .*rank 1 has Momentum\(lr=0.1, momentum=0.9"),
-    ("activation", r"the model configuration .*rank 1 has .*\"activation\": \[\"relu\", \"relu\"\]"),
-    ("data", r"the training data \(checksum of every value of x and t\)"),
-    ("dtype", r"the model's dtype \(bytes per value\) \(rank 0: 4, rank 1: 8; rank 1 has float64\)"),
-])
+@pytest.mark.parametrize(
+    "what, named",
+    [
+        ("lr", r"the optimizer and its hyper-parameters .*rank 1 has SGD\(lr=0.5, weight_decay=0.0\)"),
+        ("optimizer", r"the optimizer and its hyper-parameters .*rank 1 has Momentum\(lr=0.1, momentum=0.9"),
+        ("activation", r"the model configuration .*rank 1 has .*\"activation\": \[\"relu\", \"relu\"\]"),
+        ("data", r"the training data \(checksum of every value of x and t\)"),
+        ("dtype", r"the model's dtype \(bytes per value\) \(rank 0: 4, rank 1: 8; rank 1 has float64\)"),
+    ],
+)
 def test_ranks_that_disagree_stop_with_an_error_naming_what_differs(tmp_path, what, named):
     """Issue 15 item 1: only 16 sampled rows and a few counts were compared; the optimizer, its
     hyper-parameters, the model's configuration and the rest of the data trained silently apart."""
@@ -238,10 +258,30 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
 def test_example_runs_on_two_processes(tmp_path, mnist_dir):
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     example = ROOT / "examples" / "mnist_data_parallel.py"
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(example), "--device", "cpu", "--data-dir",
-                           str(mnist_dir), "--epochs", "1", "--limit", "2000", "--no-progress"],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        [
+            MPIEXEC,
+            "-n",
+            "2",
+            sys.executable,
+            str(example),
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(mnist_dir),
+            "--epochs",
+            "1",
+            "--limit",
+            "2000",
+            "--no-progress",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("test accuracy") == 1  # printed by rank 0 only
     assert "2 processes" in proc.stdout
@@ -277,8 +317,15 @@ def test_distributed_with_one_process_is_plain_training(single, dev):
     histories, params = [], []
     for distributed in (False, True):
         net = W.build(dev, "float32", seed=7)
-        tr = gpunn.Trainer(net, gpunn.optim.Adam(lr=0.01), epochs=2, batch_size=W.BATCH, seed=3,
-                           progress=False, distributed=distributed)
+        tr = gpunn.Trainer(
+            net,
+            gpunn.optim.Adam(lr=0.01),
+            epochs=2,
+            batch_size=W.BATCH,
+            seed=3,
+            progress=False,
+            distributed=distributed,
+        )
         histories.append(tr.fit(x, t, validation_data=W.data(1)))
         params.append(to_numpy(net.params.flat))
     assert tr.distributed is single
@@ -304,11 +351,14 @@ def test_shard_bounds_split_a_batch_into_near_equal_disjoint_parts(m, world):
         dist.shard_bounds(m, world, world)
 
 
-@pytest.mark.parametrize("n, bs, world, drop_last",
-                         [(103, 20, 2, False), (103, 20, 3, True), (10, 4, 4, False), (7, 7, 2, False)])
+@pytest.mark.parametrize(
+    "n, bs, world, drop_last", [(103, 20, 2, False), (103, 20, 3, True), (10, 4, 4, False), (7, 7, 2, False)]
+)
 def test_sampler_shards_are_disjoint_cover_each_batch_and_follow_the_trainer_order(n, bs, world, drop_last):
-    samplers = [dist.ShardedSampler(n, bs, seed=5, rank=r, world_size=world, drop_last=drop_last)
-                for r in range(world)]
+    samplers = [
+        dist.ShardedSampler(n, bs, seed=5, rank=r, world_size=world, drop_last=drop_last)
+        for r in range(world)
+    ]
     rng = np.random.default_rng(5)  # the Trainer's data-order generator for seed=5
     for _ in range(3):  # epochs: a new permutation each, the same on every rank
         perm = rng.permutation(n)

@@ -10,9 +10,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-PLOTTING = ["batchnorm_compare", "fashion_mnist_batchnorm", "hyperparameter_search", "mnist_mlp",
-            "optimizer_compare", "optimizer_paths", "overfitting", "weight_init_activations",
-            "weight_init_compare", "zero_init"]
+PLOTTING = [
+    "batchnorm_compare",
+    "fashion_mnist_batchnorm",
+    "hyperparameter_search",
+    "mnist_mlp",
+    "optimizer_compare",
+    "optimizer_paths",
+    "overfitting",
+    "weight_init_activations",
+    "weight_init_compare",
+    "zero_init",
+]
 WITHOUT_NO_PLOT = {"optimizer_compare", "optimizer_paths"}
 
 # Runs every script as ``python examples/<name>.py --device cpu`` with matplotlib made unimportable
@@ -49,8 +58,9 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def runs():
     code = f"EXAMPLES = {str(EXAMPLES)!r}\nNAMES = {PLOTTING!r}\n" + DRIVER
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=EXAMPLES)  # not ROOT: its gpunn/ would shadow an installed gpunn
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=EXAMPLES
+    )  # not ROOT: its gpunn/ would shadow an installed gpunn
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -68,6 +78,7 @@ def test_missing_matplotlib_stops_before_training(runs, name):
 
 def test_every_plotting_example_is_checked():
     """A new example that imports pyplot must be listed above (and call _common.parse_args)."""
+
     def plots(path):
         return "pyplot" in path.read_text() or "plot_learning_curves" in path.read_text()
 
@@ -79,12 +90,15 @@ def test_every_plotting_example_is_checked():
 
 def test_no_plot_runs_without_matplotlib(tmp_path):
     """--no-plot, as the message suggests, runs an example to the end without matplotlib."""
-    code = ("import runpy, sys\nsys.modules['matplotlib'] = None\n"
-            f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
-            f"sys.argv = ['weight_init_activations.py', '--device', 'cpu', '--no-plot', '--out', "
-            f"{str(tmp_path)!r}]\n"
-            f"runpy.run_path({str(EXAMPLES / 'weight_init_activations.py')!r}, run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=EXAMPLES)  # not ROOT: its gpunn/ would shadow an installed gpunn
+    code = (
+        "import runpy, sys\nsys.modules['matplotlib'] = None\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        f"sys.argv = ['weight_init_activations.py', '--device', 'cpu', '--no-plot', '--out', "
+        f"{str(tmp_path)!r}]\n"
+        f"runpy.run_path({str(EXAMPLES / 'weight_init_activations.py')!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=EXAMPLES
+    )  # not ROOT: its gpunn/ would shadow an installed gpunn
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "layer" in proc.stdout and not list(tmp_path.iterdir())

@@ -44,8 +44,9 @@ def curves(n, epochs=10, seed=0):
 
 
 def test_hyperparameter_panels_have_ticks_and_labels(figures):
-    ranked = [(1e-3 * (k + 1), 1e-6, {"val": list(v), "train": list(v * 1.02)})
-              for k, v in enumerate(curves(20))]
+    ranked = [
+        (1e-3 * (k + 1), 1e-6, {"val": list(v), "train": list(v * 1.02)}) for k, v in enumerate(curves(20))
+    ]
     hyperparameter_search.plot(ranked, "unused.png")
     (fig,) = figures
     panels = [ax for ax in fig.axes if ax.axison]
@@ -61,8 +62,10 @@ def test_hyperparameter_panels_have_ticks_and_labels(figures):
 
 
 def test_batchnorm_legend_covers_no_panel_and_there_is_a_title(figures):
-    results = {float(s): {"batchnorm": list(a), "plain": list(b)}
-               for s, a, b in zip(np.logspace(0, -4, 16), curves(16), curves(16, seed=1), strict=True)}
+    results = {
+        float(s): {"batchnorm": list(a), "plain": list(b)}
+        for s, a, b in zip(np.logspace(0, -4, 16), curves(16), curves(16, seed=1), strict=True)
+    }
     batchnorm_compare.plot(results, "unused.png", title="BatchNorm vs. none")
     (fig,) = figures
     assert fig.get_suptitle() == "BatchNorm vs. none"
@@ -78,8 +81,11 @@ def test_batchnorm_legend_covers_no_panel_and_there_is_a_title(figures):
 
 
 def test_optimizer_compare_loss_axis_separates_the_curves(figures):
-    smoothed = {"SGD": np.geomspace(2.3, 0.35, 50), "Adam": np.geomspace(2.2, 0.02, 50),
-                "AdaGrad": np.geomspace(2.1, 0.03, 50)}
+    smoothed = {
+        "SGD": np.geomspace(2.3, 0.35, 50),
+        "Adam": np.geomspace(2.2, 0.02, 50),
+        "AdaGrad": np.geomspace(2.1, 0.03, 50),
+    }
     assert optimizer_compare.loss_axis_range(smoothed.values()) == pytest.approx((0.016, 2.875))
     optimizer_compare.plot(smoothed, {k: 0.9 for k in smoothed}, "unused.png", "t")
     (fig,) = figures
@@ -98,7 +104,8 @@ def test_adamw_panel_differs_from_adam_and_says_why():
     assert "AdamW" in optimizer_paths.AS_WEIGHTS and kwargs["weight_decay"] > 0
     adam = optimizer_paths.run_path(dev, gpunn.optim.Adam, {"lr": kwargs["lr"]}, optimizer_paths.bowl, 20)
     as_bias = optimizer_paths.run_path(dev, gpunn.optim.AdamW, kwargs, optimizer_paths.bowl, 20)
-    as_weight = optimizer_paths.run_path(dev, gpunn.optim.AdamW, kwargs, optimizer_paths.bowl, 20,
-                                         shape=(1, 1))
+    as_weight = optimizer_paths.run_path(
+        dev, gpunn.optim.AdamW, kwargs, optimizer_paths.bowl, 20, shape=(1, 1)
+    )
     np.testing.assert_array_equal(as_bias, adam)  # decay skips 1-D arrays: why the panel used to match
-    assert np.abs(as_weight - adam).max() > 0.3   # as weights, the decay shows
+    assert np.abs(as_weight - adam).max() > 0.3  # as weights, the decay shows

@@ -11,8 +11,9 @@ import mnist_mlp  # noqa: E402
 
 
 def test_textbook_network_reaches_93_percent_on_cpu(mnist_dir, tmp_path):
-    result = mnist_mlp.main(["--device", "cpu", "--data-dir", str(mnist_dir), "--no-progress",
-                             "--out", str(tmp_path)])
+    result = mnist_mlp.main(
+        ["--device", "cpu", "--data-dir", str(mnist_dir), "--no-progress", "--out", str(tmp_path)]
+    )
     assert result["test_acc"] >= 0.93
     assert (tmp_path / "mnist_mlp_curves.png").stat().st_size > 10_000
 

@@ -28,7 +28,7 @@ def test_amsgrad_is_adam_while_v_grows(dev):
     p1, p2 = flat(dev), flat(dev)
     a, b = optim.Adam(lr=0.01, weight_decay=0.01), optim.AMSGrad(lr=0.01, weight_decay=0.01)
     for k in range(6):
-        g = flat(dev, seed=1, scale=2.0 ** k)
+        g = flat(dev, seed=1, scale=2.0**k)
         a.update(p1, g)
         b.update(p2, g)
     np.testing.assert_array_equal(to_numpy(p1.flat), to_numpy(p2.flat))
@@ -210,8 +210,17 @@ def test_mlp_finds_activations_by_attribute():
 
     net = gpunn.MLP(4, [3, 3], 2, activation=["relu", Square], dropout=0.5, batchnorm=True, seed=0)
     kinds = [type(layer).__name__ for layer in net.layers]
-    assert kinds == ["Affine", "BatchNorm", "ReLU", "Dropout", "Affine", "BatchNorm", "Square", "Dropout",
-                     "Affine"]
+    assert kinds == [
+        "Affine",
+        "BatchNorm",
+        "ReLU",
+        "Dropout",
+        "Affine",
+        "BatchNorm",
+        "Square",
+        "Dropout",
+        "Affine",
+    ]
     assert [layer.is_activation for layer in net.layers] == [k in ("ReLU", "Square") for k in kinds]
     assert sum(isinstance(layer, Dropout) for layer in net.layers) == 2
 
@@ -219,7 +228,7 @@ def test_mlp_finds_activations_by_attribute():
 # -- GELU ---------------------------------------------------------------------------------------
 def gelu_tanh(z):
     """The tanh approximation in float64, written out."""
-    return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+    return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
 
 
 def test_gelu_values():
@@ -285,5 +294,6 @@ def test_gelu_mlp_trains_like_the_reference(dev, dtype):
     np.testing.assert_allclose(curves[0], curves[1], rtol=rel)
     for k in ref.params:
         if k not in ("b1", "b2"):  # before BatchNorm: zero gradient up to rounding, Adam amplifies it
-            np.testing.assert_allclose(to_numpy(fast.params[k]), to_numpy(ref.params[k]), rtol=rel * 10,
-                                       atol=rel, err_msg=k)
+            np.testing.assert_allclose(
+                to_numpy(fast.params[k]), to_numpy(ref.params[k]), rtol=rel * 10, atol=rel, err_msg=k
+            )

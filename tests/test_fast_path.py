@@ -50,8 +50,14 @@ def test_gradients_match_reference(dev, act):
         assert gf[k].dtype == np.float32
 
 
-@pytest.mark.parametrize("kw", [dict(activation=["tanh", "relu"]), dict(activation="relu", batchnorm=True),
-                                dict(activation="sigmoid", weight_decay=0.01)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(activation=["tanh", "relu"]),
+        dict(activation="relu", batchnorm=True),
+        dict(activation="sigmoid", weight_decay=0.01),
+    ],
+)
 def test_loss_curve_matches_reference(dev, kw):
     kw = dict(kw)
     act = kw.pop("activation")
@@ -70,8 +76,9 @@ def test_loss_curve_matches_reference(dev, kw):
     for k in ref.params:
         if kw.get("batchnorm") and k in ("b1", "b2"):
             continue  # before BatchNorm: gradient ~0 (rounding noise), which Adam amplifies to ±lr
-        np.testing.assert_allclose(to_numpy(fast.params[k]), to_numpy(ref.params[k]), rtol=1e-4, atol=1e-5,
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            to_numpy(fast.params[k]), to_numpy(ref.params[k]), rtol=1e-4, atol=1e-5, err_msg=k
+        )
     assert fast.params.flat.dtype == np.float32
 
 
@@ -137,8 +144,17 @@ def test_float32_kernels_compile_without_float64():
     net.gradient(x, t)
     net.gradient(x, np.eye(3, dtype=np.float32)[t])
     checked = 0
-    for kern in (K.bias_act_cpu, K.act_grad_bias_cpu, K.softmax_xent_cpu, K.softmax_xent_soft_cpu,
-                 K.add_bias_cpu, K.col_sum_cpu, K.act_cpu, K.act_grad_cpu, K.all_finite_cpu):
+    for kern in (
+        K.bias_act_cpu,
+        K.act_grad_bias_cpu,
+        K.softmax_xent_cpu,
+        K.softmax_xent_soft_cpu,
+        K.add_bias_cpu,
+        K.col_sum_cpu,
+        K.act_cpu,
+        K.act_grad_cpu,
+        K.all_finite_cpu,
+    ):
         for sig in kern.signatures:
             if any("float32" in str(a) for a in sig):
                 assert not any("float64" in str(a) for a in sig), (kern, sig)

@@ -207,8 +207,16 @@ def test_interrupt_inside_a_batchnorm_forward_keeps_the_old_checkpoint(tmp_path,
     generators), so a KeyboardInterrupt raised there cannot be undone: the checkpoint is kept."""
     path = tmp_path / "run.npz"
     model = gpunn.MLP(6, [5], 3, seed=1, batchnorm=True, dropout=0.2)
-    tr = gpunn.Trainer(model, optim.SGD(lr=0.1), epochs=3, batch_size=16, progress=False,
-                       checkpoint_path=path, checkpoint_unit="step", checkpoint_every=2)
+    tr = gpunn.Trainer(
+        model,
+        optim.SGD(lr=0.1),
+        epochs=3,
+        batch_size=16,
+        progress=False,
+        checkpoint_path=path,
+        checkpoint_unit="step",
+        checkpoint_every=2,
+    )
 
     def stop(model):
         raise KeyboardInterrupt
@@ -221,17 +229,20 @@ def test_interrupt_inside_a_batchnorm_forward_keeps_the_old_checkpoint(tmp_path,
 # --------------------------------------------------------------------------------------------------
 # issue 15 item 9: hyper-parameters not finite in the model's dtype; updates that damage the model
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("make, match", [
-    (lambda: optim.SGD(lr=1e39), r"lr=1e\+39 is not finite in float32"),
-    (lambda: optim.Adam(eps=1e-50), r"eps=1e-50 rounds to 0 in float32"),
-    (lambda: optim.Momentum(lr=0.1, weight_decay=1e39), r"weight_decay=1e\+39 is not finite in float32"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: optim.SGD(lr=1e39), r"lr=1e\+39 is not finite in float32"),
+        (lambda: optim.Adam(eps=1e-50), r"eps=1e-50 rounds to 0 in float32"),
+        (lambda: optim.Momentum(lr=0.1, weight_decay=1e39), r"weight_decay=1e\+39 is not finite in float32"),
+    ],
+)
 def test_hyper_parameters_must_be_finite_in_the_models_dtype(make, match):
     model = gpunn.MLP(6, [5], 3, seed=1)
     with pytest.raises(ValueError, match=match):
-        gpunn.Trainer(model, make(), progress=False)          # refused up front
+        gpunn.Trainer(model, make(), progress=False)  # refused up front
     with pytest.raises(ValueError, match=match):
-        make().update(model.params, model.grads)               # and by the textbook loop's first step
+        make().update(model.params, model.grads)  # and by the textbook loop's first step
     gpunn.Trainer(gpunn.MLP(6, [5], 3, dtype="float64"), make(), progress=False)  # fine in float64
 
 
@@ -303,6 +314,7 @@ def test_an_interrupt_at_any_line_leaves_the_previous_or_a_new_good_checkpoint(t
     """Whatever line the interrupt lands on, the file at checkpoint_path is a good checkpoint of some
     step k of the uninterrupted run: its parameters, history (no epoch repeated, no entry twice),
     data order and generator state are that run's at step k."""
+
     def make(path=None):
         return trainer(epochs=2, checkpoint_path=path, checkpoint_unit="step", checkpoint_every=2)
 

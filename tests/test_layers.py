@@ -22,8 +22,9 @@ def _check_layer(layer, x, rng):
     return r
 
 
-@pytest.mark.parametrize("name", sorted({cls: name for name, cls in sorted(layers.ACTIVATIONS.items(),
-                                                                        reverse=True)}.values()))
+@pytest.mark.parametrize(
+    "name", sorted({cls: name for name, cls in sorted(layers.ACTIVATIONS.items(), reverse=True)}.values())
+)
 def test_activation_gradients(name):
     """Every activation class of the registry (one name each: sigmoid, tanh, relu, leaky_relu, gelu,
     identity)."""
@@ -75,19 +76,22 @@ def _targets(kind, rng, n, c):
     return rng.standard_normal((n, c))
 
 
-@pytest.mark.parametrize("loss_cls, target, positive", [
-    (losses.SoftmaxCrossEntropy, "index", False),
-    (losses.SoftmaxCrossEntropy, "onehot", False),
-    (losses.CrossEntropy, "onehot", True),
-    (losses.CrossEntropy, "index", True),
-    (lambda xp: losses.BinaryCrossEntropy(xp, from_logits=True), "binary", False),
-    (losses.BinaryCrossEntropy, "binary", True),
-    (losses.MeanSquaredError, "real", False),
-    (losses.MeanSquaredError, "index", False),
-    (losses.L1Loss, "real", False),
-    (losses.Hinge, "index", False),
-    (losses.Hinge, "onehot", False),
-])
+@pytest.mark.parametrize(
+    "loss_cls, target, positive",
+    [
+        (losses.SoftmaxCrossEntropy, "index", False),
+        (losses.SoftmaxCrossEntropy, "onehot", False),
+        (losses.CrossEntropy, "onehot", True),
+        (losses.CrossEntropy, "index", True),
+        (lambda xp: losses.BinaryCrossEntropy(xp, from_logits=True), "binary", False),
+        (losses.BinaryCrossEntropy, "binary", True),
+        (losses.MeanSquaredError, "real", False),
+        (losses.MeanSquaredError, "index", False),
+        (losses.L1Loss, "real", False),
+        (losses.Hinge, "index", False),
+        (losses.Hinge, "onehot", False),
+    ],
+)
 def test_loss_gradients(loss_cls, target, positive):
     rng = np.random.default_rng(2)
     n, c = 6, 4
@@ -123,11 +127,17 @@ def test_unknown_loss_and_activation_names():
 def test_initialisers_statistics():
     rng = np.random.default_rng(0)
     n_in, n_out = 400, 600
-    expect_std = {"xavier_normal": np.sqrt(2 / (n_in + n_out)), "he_normal": np.sqrt(2 / n_in),
-                  "lecun_normal": 1 / np.sqrt(n_in), 0.01: 0.01, 1.0: 1.0,
-                  "xavier_uniform": np.sqrt(6 / (n_in + n_out)) / np.sqrt(3),
-                  "he_uniform": np.sqrt(6 / n_in) / np.sqrt(3), "uniform": 1 / np.sqrt(n_in) / np.sqrt(3),
-                  "he_leaky": np.sqrt(2 / ((1 + 0.01**2) * n_in))}
+    expect_std = {
+        "xavier_normal": np.sqrt(2 / (n_in + n_out)),
+        "he_normal": np.sqrt(2 / n_in),
+        "lecun_normal": 1 / np.sqrt(n_in),
+        0.01: 0.01,
+        1.0: 1.0,
+        "xavier_uniform": np.sqrt(6 / (n_in + n_out)) / np.sqrt(3),
+        "he_uniform": np.sqrt(6 / n_in) / np.sqrt(3),
+        "uniform": 1 / np.sqrt(n_in) / np.sqrt(3),
+        "he_leaky": np.sqrt(2 / ((1 + 0.01**2) * n_in)),
+    }
     for name, std in expect_std.items():
         w = gpunn.init.get_initializer(name)(rng, n_in, n_out)
         assert w.shape == (n_in, n_out)

@@ -13,14 +13,17 @@ def _data(rng, n=8, d=6, c=4):
     return rng.standard_normal((n, d)), rng.integers(0, c, n)
 
 
-@pytest.mark.parametrize("activation, loss", [
-    (["sigmoid", "tanh"], "cross_entropy"),
-    ("relu", "cross_entropy"),
-    ("leaky_relu", "mse"),
-    ("tanh", "hinge"),
-    ("sigmoid", "bce"),
-    ("tanh", "l1"),
-])
+@pytest.mark.parametrize(
+    "activation, loss",
+    [
+        (["sigmoid", "tanh"], "cross_entropy"),
+        ("relu", "cross_entropy"),
+        ("leaky_relu", "mse"),
+        ("tanh", "hinge"),
+        ("sigmoid", "bce"),
+        ("tanh", "l1"),
+    ],
+)
 def test_mlp_gradient_check_float64(activation, loss):
     rng = np.random.default_rng(0)
     x, t = _data(rng)
@@ -72,7 +75,7 @@ def test_params_and_grads_are_views_of_one_buffer_each(dev):
 def test_assigning_a_param_writes_into_the_buffer():
     net = gpunn.MLP(3, [2], 2, seed=0)
     net.params["W1"] = np.full((3, 2), 0.5, np.float32)
-    assert np.all(net.params.flat[net.layout.offsets["W1"]:][:6] == 0.5)
+    assert np.all(net.params.flat[net.layout.offsets["W1"] :][:6] == 0.5)
     with pytest.raises(ValueError, match="shape"):
         net.params["W1"] = np.zeros((2, 2))
     with pytest.raises(KeyError):
@@ -119,34 +122,40 @@ def test_float32_stays_float32():
     assert net.predict(x).dtype == np.float32 and g.flat.dtype == np.float32
 
 
-@pytest.mark.parametrize("x, t, err, match", [
-    (np.zeros((4, 5)), [0, 1, 2, 0], ValueError, r"shape \(batch, 6\)"),
-    (np.zeros((4, 6)), [0, 1, 2], ValueError, "3 labels but the batch has 4"),
-    (np.zeros((4, 6)), [0, 1, 2, 4], ValueError, r"labels must be in \[0, 3\]"),
-    (np.zeros((4, 6)), [0, 1, -1, 0], ValueError, r"labels must be in \[0, 3\]"),
-    (np.full((4, 6), np.nan), [0, 1, 2, 0], ValueError, "non-finite"),
-    (np.zeros((4, 6), np.uint8), [0, 1, 2, 0], TypeError, "integer dtype"),
-    (np.zeros((0, 6)), [], ValueError, "empty batch"),
-    (np.zeros((4, 6)), [0.5, 1, 2, 0], ValueError, "not whole numbers"),
-    (np.zeros((4, 6)), np.zeros((4, 3)), ValueError, "one-hot of shape"),
-    (np.zeros((4, 6)), ["a", "b", "c", "d"], TypeError, "integer class indices"),
-    (np.zeros((4, 6), dtype=object), [0, 1, 2, 0], TypeError, "object"),
-    ("not an array", [0], TypeError, "x"),
-])
+@pytest.mark.parametrize(
+    "x, t, err, match",
+    [
+        (np.zeros((4, 5)), [0, 1, 2, 0], ValueError, r"shape \(batch, 6\)"),
+        (np.zeros((4, 6)), [0, 1, 2], ValueError, "3 labels but the batch has 4"),
+        (np.zeros((4, 6)), [0, 1, 2, 4], ValueError, r"labels must be in \[0, 3\]"),
+        (np.zeros((4, 6)), [0, 1, -1, 0], ValueError, r"labels must be in \[0, 3\]"),
+        (np.full((4, 6), np.nan), [0, 1, 2, 0], ValueError, "non-finite"),
+        (np.zeros((4, 6), np.uint8), [0, 1, 2, 0], TypeError, "integer dtype"),
+        (np.zeros((0, 6)), [], ValueError, "empty batch"),
+        (np.zeros((4, 6)), [0.5, 1, 2, 0], ValueError, "not whole numbers"),
+        (np.zeros((4, 6)), np.zeros((4, 3)), ValueError, "one-hot of shape"),
+        (np.zeros((4, 6)), ["a", "b", "c", "d"], TypeError, "integer class indices"),
+        (np.zeros((4, 6), dtype=object), [0, 1, 2, 0], TypeError, "object"),
+        ("not an array", [0], TypeError, "x"),
+    ],
+)
 def test_bad_input_is_named(x, t, err, match):
     net = gpunn.MLP(6, [5], 4, seed=0)
     with pytest.raises(err, match=match):
         net.gradient(x, t)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(activation="swish"), "unknown activation"),
-    (dict(init="glorious"), "unknown initialiser"),
-    (dict(device="tpu"), "unknown device"),
-    (dict(loss="kl"), "unknown loss"),
-    (dict(activation=["relu"]), "1 entries for 2 layers"),
-    (dict(dtype="float16"), "float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(activation="swish"), "unknown activation"),
+        (dict(init="glorious"), "unknown initialiser"),
+        (dict(device="tpu"), "unknown device"),
+        (dict(loss="kl"), "unknown loss"),
+        (dict(activation=["relu"]), "1 entries for 2 layers"),
+        (dict(dtype="float16"), "float32 or float64"),
+    ],
+)
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gpunn.MLP(6, [5, 4], 3, **kwargs)

@@ -52,10 +52,13 @@ SPECS = [("W1", (4, 5), True), ("b1", (5,), False), ("W2", (5, 3), True), ("b2",
 
 def test_every_exported_optimizer_is_tested():
     classes = [getattr(optim, name) for name in optim.__all__]
-    exported = {c.__name__ for c in classes
-                if isinstance(c, type) and issubclass(c, optim.Optimizer) and c is not optim.Optimizer}
+    exported = {
+        c.__name__
+        for c in classes
+        if isinstance(c, type) and issubclass(c, optim.Optimizer) and c is not optim.Optimizer
+    }
     assert exported == set(RULES) == {cls.__name__ for cls in optim.OPTIMIZERS}
-    assert all(callable(getattr(ref, name)) for name in RULES)      # every rule has a reference
+    assert all(callable(getattr(ref, name)) for name in RULES)  # every rule has a reference
 
 
 def gradients(rng, shapes, step, dtype):
@@ -167,7 +170,7 @@ def test_sgd_zigzag_closed_form(dev):
     for k in range(1, 21):
         x, y = xy(params)
         opt.update(params, {"x": dev.to_device(np.array([x / 5])), "y": dev.to_device(np.array([2 * y]))})
-        assert xy(params) == pytest.approx((-7 * 0.81 ** k, 2 * (-0.9) ** k), rel=1e-12)
+        assert xy(params) == pytest.approx((-7 * 0.81**k, 2 * (-0.9) ** k), rel=1e-12)
 
 
 def test_momentum_expansion_from_ai_edu():
@@ -180,7 +183,7 @@ def test_momentum_expansion_from_ai_edu():
     for g in dW:
         opt.update(p, {"W": g})
         history.append(p["W"].copy())
-    expanded = history[2] - alpha ** 2 * eta * dW[0] - alpha * eta * dW[1] - eta * dW[2]
+    expanded = history[2] - alpha**2 * eta * dW[0] - alpha * eta * dW[1] - eta * dW[2]
     np.testing.assert_allclose(history[3], expanded, rtol=1e-15)
     np.testing.assert_allclose(history[1], history[0] - eta * dW[0], rtol=1e-15)
 
@@ -195,7 +198,7 @@ def test_adagrad_and_rmsprop_accumulators_from_ai_edu():
         ada.update(pa, {"w": gk})
         rms.update(pr, {"w": gk})
         r_ada = ada.state_dict()["state.w.r"]
-        np.testing.assert_allclose(r_ada, sum(gi ** 2 for gi in g[:k + 1]), rtol=1e-15)
+        np.testing.assert_allclose(r_ada, sum(gi**2 for gi in g[: k + 1]), rtol=1e-15)
     r_rms = rms.state_dict()["state.w.r"]
     np.testing.assert_allclose(r_rms, 0.081 * g[0] ** 2 + 0.09 * g[1] ** 2 + 0.1 * g[2] ** 2, rtol=1e-14)
 
@@ -211,9 +214,9 @@ def test_adam_matches_saito_code_up_to_eps_placement():
     for it in range(1, 11):
         g = rng.standard_normal((3, 4))
         opt.update(p, {"W": g})
-        lr_t = 0.01 * np.sqrt(1.0 - beta2 ** it) / (1.0 - beta1 ** it)
+        lr_t = 0.01 * np.sqrt(1.0 - beta2**it) / (1.0 - beta1**it)
         m = m + (1 - beta1) * (g - m)
-        v = v + (1 - beta2) * (g ** 2 - v)
+        v = v + (1 - beta2) * (g**2 - v)
         q["W"] -= lr_t * m / (np.sqrt(v) + 1e-300)
     np.testing.assert_allclose(p["W"], q["W"], rtol=1e-12)
 
@@ -310,12 +313,16 @@ def test_converges_on_the_elongated_bowl(name):
 
 
 def test_zero_size_and_scalar_arrays(dev):
-    params = {"empty": dev.to_device(np.zeros((1, 0, 2), np.float32)),
-              "scalar": dev.xp.asarray(np.array(1.0, np.float32)),
-              "W": dev.to_device(np.ones((2, 3), np.float32))}
-    grads = {"empty": dev.to_device(np.zeros((1, 0, 2), np.float32)),
-             "scalar": dev.xp.asarray(np.array(2.0, np.float32)),
-             "W": dev.to_device(np.ones((2, 3), np.float32))}
+    params = {
+        "empty": dev.to_device(np.zeros((1, 0, 2), np.float32)),
+        "scalar": dev.xp.asarray(np.array(1.0, np.float32)),
+        "W": dev.to_device(np.ones((2, 3), np.float32)),
+    }
+    grads = {
+        "empty": dev.to_device(np.zeros((1, 0, 2), np.float32)),
+        "scalar": dev.xp.asarray(np.array(2.0, np.float32)),
+        "W": dev.to_device(np.ones((2, 3), np.float32)),
+    }
     opt = optim.Adam(lr=0.1, device=dev)
     opt.update(params, grads)
     assert to_numpy(params["empty"]).shape == (1, 0, 2) and params["scalar"].shape == ()
@@ -350,8 +357,14 @@ def test_no_python_float_literal_promotes_float32_to_float64():
         params, grads = {"W": np.ones((2, 4), np.float32)}, {"W": np.ones((2, 4), np.float32)}
         opt.update(params, grads)
         scalars = tuple(np.float32(v) for v in (*opt.hyper(), opt.decay()))
-        ir = compiled_ir(getattr(kernels, f"{cls.rule}_span").py_func, params["W"].reshape(-1),
-                         grads["W"].reshape(-1), *opt.state["W"], *scalars, 3)
+        ir = compiled_ir(
+            getattr(kernels, f"{cls.rule}_span").py_func,
+            params["W"].reshape(-1),
+            grads["W"].reshape(-1),
+            *opt.state["W"],
+            *scalars,
+            3,
+        )
         assert "fmul float" in ir or "fmul <" in ir, cls
         assert not double_arithmetic(ir), (cls, double_arithmetic(ir)[:3])
 
@@ -374,8 +387,11 @@ def test_every_kernel_repeats_its_rules_parameter_names(cls, opt):
     assert set(opt.scalars()) == set(opt.scalar_names())
     assert opt.scalar_names() == opt.check_rule(opt.rule, opt.slots)
     cuda = compile_check._kernel_function(cuda_kernel("optim", opt.rule))
-    for fn, last in ((getattr(kernels, f"{opt.rule}_span").py_func, None),
-                     (getattr(kernels, f"{opt.rule}_cpu").py_func, "n_decay"), (cuda, "n_decay")):
+    for fn, last in (
+        (getattr(kernels, f"{opt.rule}_span").py_func, None),
+        (getattr(kernels, f"{opt.rule}_cpu").py_func, "n_decay"),
+        (cuda, "n_decay"),
+    ):
         params = tuple(inspect.signature(fn).parameters)
         assert params[:-2] == rule_names, (fn.__name__, params)
         assert last is None or params[-1] == last
@@ -401,8 +417,16 @@ def test_scalars_by_name_are_checked():
 def test_the_package_lists_what_its_modules_define():
     """``OPTIMIZERS``, ``__all__``, the references and the docstring's list come from the modules."""
     assert "nesterov_saito" in {opt.rule for _, opt in rule_variants()}
-    assert optim.OPTIMIZERS[:8] == (optim.SGD, optim.Momentum, optim.Nesterov, optim.AdaGrad, optim.AdaDelta,
-                                    optim.RMSprop, optim.Adam, optim.AdamW)
+    assert optim.OPTIMIZERS[:8] == (
+        optim.SGD,
+        optim.Momentum,
+        optim.Nesterov,
+        optim.AdaGrad,
+        optim.AdaDelta,
+        optim.RMSprop,
+        optim.Adam,
+        optim.AdamW,
+    )
     for cls in optim.OPTIMIZERS:
         assert cls.__name__ in optim.__all__ and getattr(optim, cls.__name__) is cls
         assert f":class:`{cls.__name__}`" in optim.__doc__

@@ -96,15 +96,29 @@ def test_flat_and_dict_paths_agree(dev):
 
 # -- validation --------------------------------------------------------------------------------
 BAD = [
-    (optim.SGD, "lr", -0.1), (optim.SGD, "lr", float("nan")), (optim.SGD, "weight_decay", -1e-4),
-    (optim.Momentum, "momentum", 1.0), (optim.Momentum, "momentum", -0.1),
-    (optim.Nesterov, "momentum", 1.5), (optim.Nesterov, "lr", -1),
-    (optim.AdaGrad, "eps", 0.0), (optim.AdaGrad, "eps", -1e-8),
-    (optim.AdaDelta, "rho", 1.0), (optim.AdaDelta, "rho", -0.5), (optim.AdaDelta, "eps", 0),
-    (optim.RMSprop, "rho", 1.0), (optim.RMSprop, "eps", 0.0), (optim.RMSprop, "lr", float("inf")),
-    (optim.Adam, "beta1", 1.0), (optim.Adam, "beta2", 1.0), (optim.Adam, "beta2", 1.5),
-    (optim.Adam, "beta1", -0.1), (optim.Adam, "eps", 0.0), (optim.Adam, "lr", -1e-3),
-    (optim.AdamW, "weight_decay", -0.01), (optim.AdamW, "beta1", 2),
+    (optim.SGD, "lr", -0.1),
+    (optim.SGD, "lr", float("nan")),
+    (optim.SGD, "weight_decay", -1e-4),
+    (optim.Momentum, "momentum", 1.0),
+    (optim.Momentum, "momentum", -0.1),
+    (optim.Nesterov, "momentum", 1.5),
+    (optim.Nesterov, "lr", -1),
+    (optim.AdaGrad, "eps", 0.0),
+    (optim.AdaGrad, "eps", -1e-8),
+    (optim.AdaDelta, "rho", 1.0),
+    (optim.AdaDelta, "rho", -0.5),
+    (optim.AdaDelta, "eps", 0),
+    (optim.RMSprop, "rho", 1.0),
+    (optim.RMSprop, "eps", 0.0),
+    (optim.RMSprop, "lr", float("inf")),
+    (optim.Adam, "beta1", 1.0),
+    (optim.Adam, "beta2", 1.0),
+    (optim.Adam, "beta2", 1.5),
+    (optim.Adam, "beta1", -0.1),
+    (optim.Adam, "eps", 0.0),
+    (optim.Adam, "lr", -1e-3),
+    (optim.AdamW, "weight_decay", -0.01),
+    (optim.AdamW, "beta1", 2),
 ]
 
 

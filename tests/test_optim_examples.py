@@ -21,12 +21,20 @@ def test_optimizer_paths(tmp_path, capsys):
     result = optimizer_paths.main(["--device", "cpu", "--out", str(tmp_path)])
     k = np.arange(21)
     # SGD (η = 0.95) on z = x²/10 + y²: x ← 0.81 x, y ← -0.9 y
-    np.testing.assert_allclose(result["paths"]["SGD"], np.c_[-7 * 0.81 ** k, 2 * (-0.9) ** k], rtol=1e-12)
+    np.testing.assert_allclose(result["paths"]["SGD"], np.c_[-7 * 0.81**k, 2 * (-0.9) ** k], rtol=1e-12)
     # the zig-zag on f = x²/20 + y²: x ← 0.905 x, y ← -0.9 y
     k = np.arange(31)
-    np.testing.assert_allclose(result["zigzag"], np.c_[-7 * 0.905 ** k, 2 * (-0.9) ** k], rtol=1e-12)
-    assert set(result["paths"]) == {"SGD", "Momentum", "Nesterov", "AdaGrad", "AdaDelta", "RMSprop", "Adam",
-                                    "AdamW"}
+    np.testing.assert_allclose(result["zigzag"], np.c_[-7 * 0.905**k, 2 * (-0.9) ** k], rtol=1e-12)
+    assert set(result["paths"]) == {
+        "SGD",
+        "Momentum",
+        "Nesterov",
+        "AdaGrad",
+        "AdaDelta",
+        "RMSprop",
+        "Adam",
+        "AdamW",
+    }
     for name, path in result["paths"].items():  # every rule heads for the minimum
         assert np.hypot(*path[-1]) < np.hypot(-7, 2) / 2, name
     out = capsys.readouterr().out
@@ -36,8 +44,22 @@ def test_optimizer_paths(tmp_path, capsys):
 
 
 def test_optimizer_compare_same_network_and_data(mnist_dir, tmp_path, capsys):
-    result = optimizer_compare.main(["--device", "cpu", "--data-dir", str(mnist_dir), "--iters", "12",
-                                     "--every", "5", "--rules", "SGD,Adam", "--out", str(tmp_path)])
+    result = optimizer_compare.main(
+        [
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(mnist_dir),
+            "--iters",
+            "12",
+            "--every",
+            "5",
+            "--rules",
+            "SGD,Adam",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     sgd, adam = result["losses"]["SGD"], result["losses"]["Adam"]
     assert len(sgd) == len(adam) == 12 and np.isfinite(sgd).all() and np.isfinite(adam).all()
     assert sgd[0] == adam[0]  # same initial weights, same first batch
@@ -49,9 +71,24 @@ def test_optimizer_compare_same_network_and_data(mnist_dir, tmp_path, capsys):
 def test_benchmark_runs_and_never_times_the_simulator(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_optim.py"), "--size", "70000",
-                           "--repeat", "2", "--no-torch", "--json", str(out)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_optim.py"),
+            "--size",
+            "70000",
+            "--repeat",
+            "2",
+            "--no-torch",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cuda: not measured: no GPU" in proc.stdout
     data = json.loads(out.read_text())
@@ -64,9 +101,11 @@ def test_benchmark_runs_and_never_times_the_simulator(tmp_path):
     assert set(data["cpu"]["small_net"]["gpunn_us"]) == {r["rule"] for r in data["cpu"]["rules"]}
 
 
-@pytest.mark.parametrize("script", ["examples/optimizer_paths.py", "examples/optimizer_compare.py",
-                                    "benchmarks/bench_optim.py"])
+@pytest.mark.parametrize(
+    "script", ["examples/optimizer_paths.py", "examples/optimizer_compare.py", "benchmarks/bench_optim.py"]
+)
 def test_help(script):
-    proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert proc.returncode == 0 and "--device" in proc.stdout

@@ -62,12 +62,18 @@ def test_schedule_state_dict_round_trip():
     assert other.optimizer.lr == pytest.approx(0.01) and other.step() == pytest.approx(0.001)
 
 
-@pytest.mark.parametrize("make", [
-    lambda o: optim.StepLR(o, step_size=0), lambda o: optim.StepLR(o, step_size=2, gamma=-1),
-    lambda o: optim.ExponentialLR(o, gamma=float("nan")), lambda o: optim.CosineAnnealingLR(o, T_max=0),
-    lambda o: optim.CosineAnnealingLR(o, T_max=5, eta_min=-1), lambda o: optim.WarmupLR(o, warmup_steps=0),
-    lambda o: optim.WarmupLR(o, warmup_steps=3, start_factor=2.0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o: optim.StepLR(o, step_size=0),
+        lambda o: optim.StepLR(o, step_size=2, gamma=-1),
+        lambda o: optim.ExponentialLR(o, gamma=float("nan")),
+        lambda o: optim.CosineAnnealingLR(o, T_max=0),
+        lambda o: optim.CosineAnnealingLR(o, T_max=5, eta_min=-1),
+        lambda o: optim.WarmupLR(o, warmup_steps=0),
+        lambda o: optim.WarmupLR(o, warmup_steps=3, start_factor=2.0),
+    ],
+)
 def test_bad_schedule_arguments(make):
     with pytest.raises(ValueError):
         make(optim.SGD())

@@ -36,13 +36,13 @@ def test_dropout_masks_are_seeded_and_device_independent():
         d = Dropout(gpunn.device(name, strict=True), 0.5, seed=42)
         dev = d.dev
         masks[name] = [to_numpy(d.forward(dev.to_device(x), True)).copy() for _ in range(2)]
-    np.testing.assert_array_equal(masks["cpu"][0], masks["cuda"][0])   # bit-identical across devices
+    np.testing.assert_array_equal(masks["cpu"][0], masks["cuda"][0])  # bit-identical across devices
     np.testing.assert_array_equal(masks["cpu"][1], masks["cuda"][1])
-    assert not np.array_equal(masks["cpu"][0], masks["cpu"][1])         # a new mask every forward
+    assert not np.array_equal(masks["cpu"][0], masks["cpu"][1])  # a new mask every forward
     other = Dropout("cpu", 0.5, seed=43).forward(x, True)
-    assert not np.array_equal(other, masks["cpu"][0])                   # another seed, another mask
+    assert not np.array_equal(other, masks["cpu"][0])  # another seed, another mask
     again = Dropout("cpu", 0.5, seed=42).forward(x, True)
-    np.testing.assert_array_equal(again, masks["cpu"][0])               # the same seed, the same mask
+    np.testing.assert_array_equal(again, masks["cpu"][0])  # the same seed, the same mask
 
 
 def _reference_mask(key, n, p):
@@ -70,7 +70,7 @@ def test_dropout_kernel_matches_a_numpy_reimplementation():
     d = Dropout("cpu", 0.25, seed=5)
     y = d.forward(np.ones((1, n), np.float32), True)
     np.testing.assert_array_equal(y.ravel() > 0, _reference_mask(d.key, n, 0.25))
-    small = Dropout("cuda", 0.25, seed=5)     # the simulated CUDA kernel, on a few elements
+    small = Dropout("cuda", 0.25, seed=5)  # the simulated CUDA kernel, on a few elements
     ys = to_numpy(small.forward(small.dev.to_device(np.ones((3, 7), np.float32)), True))
     np.testing.assert_array_equal(ys.ravel() > 0, _reference_mask(small.key, 21, 0.25))
 
@@ -84,10 +84,10 @@ def test_dropout_statistics_and_inverted_scaling():
     b = d.forward(x, True) > 0
     assert abs(a.mean() - 0.7) < 0.003
     assert abs(d.forward(x, True).mean() - 1.0) < 0.005
-    assert abs(np.mean(a == b) - (0.7 ** 2 + 0.3 ** 2)) < 0.003      # independent masks
+    assert abs(np.mean(a == b) - (0.7**2 + 0.3**2)) < 0.003  # independent masks
     flat = a.ravel().astype(float)
-    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01          # independent neighbours
-    assert dropout_threshold(0.3) == round(0.3 * 2 ** 24)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01  # independent neighbours
+    assert dropout_threshold(0.3) == round(0.3 * 2**24)
 
 
 def test_dropout_eval_mode_and_p0_are_identity(dev):
@@ -113,18 +113,31 @@ def test_dropout_frozen_reuses_the_mask():
 
 def test_mlp_dropout_layers_and_masks_across_devices():
     net = gpunn.MLP(5, [4, 3], 2, activation="tanh", dropout=0.3, seed=0)
-    assert [type(layer).__name__ for layer in net.layers] == ["Affine", "Tanh", "Dropout", "Affine", "Tanh",
-                                                              "Dropout", "Affine"]
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "Affine",
+        "Tanh",
+        "Dropout",
+        "Affine",
+        "Tanh",
+        "Dropout",
+        "Affine",
+    ]
     net_bn = gpunn.MLP(5, [4], 2, batchnorm=True, dropout=[0.5], seed=0)
-    assert [type(layer).__name__ for layer in net_bn.layers] == ["Affine", "BatchNorm", "ReLU", "Dropout",
-                                                                 "Affine"]
+    assert [type(layer).__name__ for layer in net_bn.layers] == [
+        "Affine",
+        "BatchNorm",
+        "ReLU",
+        "Dropout",
+        "Affine",
+    ]
     # weights do not depend on whether dropout is on; dropout seeds follow the model seed
     plain = gpunn.MLP(5, [4, 3], 2, activation="tanh", seed=0)
     np.testing.assert_array_equal(plain.params.flat, net.params.flat)
     x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
     cuda = gpunn.MLP(5, [4, 3], 2, activation="tanh", dropout=0.3, seed=0, device="cuda")
-    np.testing.assert_allclose(to_numpy(cuda.predict(x, train=True)), net.predict(x, train=True), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(cuda.predict(x, train=True)), net.predict(x, train=True), rtol=1e-5, atol=1e-6
+    )
     # evaluation mode: no dropout
     np.testing.assert_allclose(net.predict(x), plain.predict(x), rtol=1e-6)
 
@@ -158,12 +171,21 @@ def test_mlp_gradcheck_with_dropout_and_weight_decay_float64():
     rng = np.random.default_rng(2)
     x, t = rng.standard_normal((6, 5)), rng.integers(0, 3, 6)
     for bn in (False, True):
-        net = gpunn.MLP(5, [4, 4], 3, activation=["sigmoid", "relu"], batchnorm=bn, dropout=0.3,
-                        weight_decay=0.1, dtype="float64", seed=1)
-        num = net.numerical_gradient(x, t)           # the textbook's order: numerical first
+        net = gpunn.MLP(
+            5,
+            [4, 4],
+            3,
+            activation=["sigmoid", "relu"],
+            batchnorm=bn,
+            dropout=0.3,
+            weight_decay=0.1,
+            dtype="float64",
+            seed=1,
+        )
+        num = net.numerical_gradient(x, t)  # the textbook's order: numerical first
         grads = net.gradient(x, t)
         for k in grads:
-            if bn and k in ("b1", "b2"):             # a bias right before BatchNorm: gradient 0
+            if bn and k in ("b1", "b2"):  # a bias right before BatchNorm: gradient 0
                 assert np.abs(grads[k]).max() < 1e-9
             else:
                 assert relative_error(grads[k], num[k]) < 1e-6, (bn, k)
@@ -202,15 +224,15 @@ def test_weight_init_histogram_claims():
         return [ex.stats(a, act) for a in ex.layer_activations(init, act, n=300)]
 
     std1 = layers(1.0, "sigmoid")
-    assert all(s["ends"] > 0.6 for s in std1)                       # piled at 0 and 1
+    assert all(s["ends"] > 0.6 for s in std1)  # piled at 0 and 1
     small = layers(0.01, "sigmoid")
-    assert all(abs(s["mean"] - 0.5) < 0.01 and s["std"] < 0.03 for s in small)   # all at 0.5
+    assert all(abs(s["mean"] - 0.5) < 0.01 and s["std"] < 0.03 for s in small)  # all at 0.5
     xavier = layers("lecun_normal", "sigmoid")
-    assert all(s["ends"] < 0.05 and s["std"] > 0.08 for s in xavier)             # spread, not saturated
+    assert all(s["ends"] < 0.05 and s["std"] > 0.08 for s in xavier)  # spread, not saturated
     he = [s["std"] for s in layers("he_normal", "relu")]
     xr = [s["std"] for s in layers("lecun_normal", "relu")]
-    assert 0.6 < he[-1] / he[0] < 1.6                                 # He: even across layers
-    assert xr[-1] / xr[0] < 0.5                                      # Xavier with ReLU: shrinks
+    assert 0.6 < he[-1] / he[0] < 1.6  # He: even across layers
+    assert xr[-1] / xr[0] < 0.5  # Xavier with ReLU: shrinks
 
 
 def test_zero_init_keeps_hidden_units_identical(mnist_dir):
@@ -226,7 +248,7 @@ def test_zero_init_keeps_hidden_units_identical(mnist_dir):
     assert zero["relative_spread"] < 1e-4
     assert np.ptp(zero["act_mean"]) < 1e-4 * np.abs(zero["act_mean"]).max()
     assert np.ptp(zero["w_in_norm"]) < 1e-4 * zero["w_in_norm"].max()
-    assert np.abs(zero["w_out"]).max() > 0                            # it did train
+    assert np.abs(zero["w_out"]).max() > 0  # it did train
     assert rand["relative_spread"] > 0.5 and np.ptp(rand["w_in_norm"]) > 0.01
 
 
@@ -236,7 +258,7 @@ def test_weight_init_compare_std001_barely_learns(mnist_dir):
     x, t = ex.load_train(mnist_dir)
     small = ex.train_losses(x, t, 0.01, iterations=150)
     he = ex.train_losses(x, t, "he_normal", iterations=150)
-    assert np.mean(small[-20:]) > 2.25                               # ln 10 ≈ 2.30: stuck
+    assert np.mean(small[-20:]) > 2.25  # ln 10 ≈ 2.30: stuck
     assert np.mean(he[-20:]) < 1.5
 
 

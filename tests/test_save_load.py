@@ -20,8 +20,9 @@ T = rng.integers(0, 3, 32)
 
 def trained(device, **kw):
     """A model with BatchNorm statistics and dropout generators that have moved since construction."""
-    net = gpunn.MLP(6, [8, 5], 3, activation=["relu", "tanh"], device=device, seed=3, batchnorm=True,
-                    dropout=0.2, **kw)
+    net = gpunn.MLP(
+        6, [8, 5], 3, activation=["relu", "tanh"], device=device, seed=3, batchnorm=True, dropout=0.2, **kw
+    )
     gpunn.Trainer(net, optim.Adam(lr=0.01), epochs=2, batch_size=8, progress=False).fit(X, T)
     return net
 
@@ -131,3 +132,41 @@ def test_model_bytes_are_a_checkpoint(tmp_path):
         ckpt.model_from_bytes("net.npz")
     with pytest.raises(CheckpointError, match="rebuilds .*BatchNorm.*holds a 'MLP'"):
         ckpt.model_from_bytes(data, cls=gpunn.batchnorm.BatchNorm)
+
+
+def test_config_holds_the_constructor_arguments_and_checkpoints_store_it(tmp_path):
+    import json
+
+    net = gpunn.MLP(
+        6,
+        (8, 5),
+        3,
+        activation=["relu", "TANH"],
+        loss="softmax_cross_entropy",
+        seed=3,
+        batchnorm=True,
+        dropout=(0.1, 0.2),
+        weight_decay=0.01,
+        bn_eps=1e-3,
+        fused=False,
+        dropout_rand=np.random.rand,
+    )
+    cfg = net.config
+    assert json.loads(json.dumps(cfg)) == cfg  # JSON-able as it is
+    assert cfg["hidden_sizes"] == [8, 5] and cfg["activation"] == ["relu", "TANH"]
+    assert cfg["loss"] == "cross_entropy" and cfg["dropout"] == [0.1, 0.2] and cfg["fused"] is False
+    assert not {"device", "seed", "init", "dropout_rand"} & set(cfg)
+    assert gpunn.MLP(**cfg).config == cfg  # the config rebuilds the same model description
+    assert ckpt.read_metadata(net.save(tmp_path / "a.npz"))["model"]["config"] == cfg
+    # the checkpoint reads the config, not the attributes: a config saying otherwise is what is stored
+    net.config = {**cfg, "weight_decay": 0.5}
+    assert ckpt.read_metadata(net.save(tmp_path / "b.npz"))["model"]["config"]["weight_decay"] == 0.5
+    # a model keeping no config can be saved and loaded into a model built by hand, not rebuilt
+    del net.config
+    path = net.save(tmp_path / "c.npz")
+    assert ckpt.read_metadata(path)["model"]["config"] is None
+    with pytest.raises(CheckpointError, match="no model config"):
+        gpunn.load(path)
+    with pytest.raises(TypeError, match="no model config"):
+        pickle.dumps(net)
+    ckpt.load(path, gpunn.MLP(**cfg, dropout_rand=np.random.rand))

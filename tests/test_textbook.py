@@ -23,9 +23,11 @@ SCRIPTS = ROOT / "examples" / "textbook_ch06"
 @pytest.fixture
 def on(monkeypatch):
     """``on("cpu" | "cuda")``: the textbook classes built afterwards run on that device, in float64."""
+
     def use(device):
         monkeypatch.setenv("GPUNN_DEVICE", device)
         monkeypatch.setenv("GPUNN_DTYPE", "float64")
+
     return use
 
 
@@ -66,7 +68,7 @@ def _book_batchnorm(x, gamma, beta, state, train):
     if train:
         mu = x.mean(axis=0)
         xc = x - mu
-        var = (xc ** 2).mean(axis=0)
+        var = (xc**2).mean(axis=0)
         xn = xc / np.sqrt(var + 1e-6)
         state["mean"] = 0.9 * state["mean"] + 0.1 * mu
         state["var"] = 0.9 * state["var"] + 0.1 * var
@@ -80,18 +82,34 @@ def test_batchnorm_saito_statistics(dev):
     rng = np.random.default_rng(1)
     C = 6
     gamma, beta = rng.uniform(0.5, 2, C), rng.standard_normal(C)
-    bn = BatchNorm(dev, C, gamma=dev.to_device(gamma), beta=dev.to_device(beta), eps=10e-7, momentum=1 - 0.9,
-                   unbiased=False, running_var_init=0.0, dtype="float64")
+    bn = BatchNorm(
+        dev,
+        C,
+        gamma=dev.to_device(gamma),
+        beta=dev.to_device(beta),
+        eps=10e-7,
+        momentum=1 - 0.9,
+        unbiased=False,
+        running_var_init=0.0,
+        dtype="float64",
+    )
     state = {"mean": np.zeros(C), "var": np.zeros(C)}
     for n in (4, 1, 7):
         x = rng.standard_normal((n, C)) * 3 + 1
-        np.testing.assert_allclose(to_numpy(bn.forward(dev.to_device(x), True)),
-                                   _book_batchnorm(x, gamma, beta, state, True), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            to_numpy(bn.forward(dev.to_device(x), True)),
+            _book_batchnorm(x, gamma, beta, state, True),
+            rtol=1e-12,
+            atol=1e-12,
+        )
     np.testing.assert_allclose(to_numpy(bn.running_mean), state["mean"], rtol=1e-13)
     np.testing.assert_allclose(to_numpy(bn.running_var), state["var"], rtol=1e-13)
     x = rng.standard_normal((3, C))
-    np.testing.assert_allclose(to_numpy(bn.forward(dev.to_device(x), False)),
-                               _book_batchnorm(x, gamma, beta, state, False), rtol=1e-12)
+    np.testing.assert_allclose(
+        to_numpy(bn.forward(dev.to_device(x), False)),
+        _book_batchnorm(x, gamma, beta, state, False),
+        rtol=1e-12,
+    )
     # the default (PyTorch's) conventions differ and refuse one row
     torch_like = BatchNorm(dev, C, dtype="float64")
     assert float(to_numpy(torch_like.running_var)[0]) == 1.0
@@ -111,7 +129,7 @@ def _book_rule(name, p, g, state, t):
     if name == "Adam":
         state["m"] = state.get("m", 0) + (1 - 0.9) * (g - state.get("m", 0))
         state["v"] = state.get("v", 0) + (1 - 0.999) * (g * g - state.get("v", 0))
-        lr_t = 0.001 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        lr_t = 0.001 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
         return p - lr_t * state["m"] / (np.sqrt(state["v"]) + 1e-7)
     if name == "Nesterov":
         state["v"] = 0.9 * state.get("v", 0) - 0.01 * g
@@ -171,7 +189,7 @@ def test_optimizers_update_python_numbers_and_export_np():
         state.setdefault("m", 0)
         state["m"] = state["m"] + 0.1 * (g - state["m"])
         state["v"] = state.get("v", 0) + 0.001 * (g * g - state.get("v", 0))
-        ref = ref - 0.3 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * state["m"] / (np.sqrt(state["v"]) + 1e-7)
+        ref = ref - 0.3 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t) * state["m"] / (np.sqrt(state["v"]) + 1e-7)
     assert isinstance(params["x"], float)
     np.testing.assert_allclose([params["x"], params["y"]], ref, rtol=1e-12)
     assert opt.iter == 5 and namespace["RMSprop"]().decay_rate == 0.99
@@ -186,9 +204,17 @@ def _book_xavier(n):
     return np.sqrt(1.0 / n)
 
 
-@pytest.mark.parametrize("std,scale", [("relu", _he), ("He", _he), ("sigmoid", _book_xavier),
-                                       ("xavier", _book_xavier), (0.01, lambda n: 0.01),
-                                       (np.float64(1.0), lambda n: 1.0)])
+@pytest.mark.parametrize(
+    "std,scale",
+    [
+        ("relu", _he),
+        ("He", _he),
+        ("sigmoid", _book_xavier),
+        ("xavier", _book_xavier),
+        (0.01, lambda n: 0.01),
+        (np.float64(1.0), lambda n: 1.0),
+    ],
+)
 def test_weight_init_std_names(on, std, scale):
     from gpunn.textbook.multi_layer_net import MultiLayerNet
 
@@ -254,7 +280,7 @@ def _book_run(x, t, sizes, steps, batch, lam, p_drop, lr):
             z = h @ W[i] + b[i]
             mu = z.mean(axis=0)
             xc = z - mu
-            std = np.sqrt((xc ** 2).mean(axis=0) + 1e-6)
+            std = np.sqrt((xc**2).mean(axis=0) + 1e-6)
             xn = xc / std
             a = np.maximum(g[i] * xn + be[i], 0)
             mask = np.random.rand(*a.shape) > p_drop
@@ -277,13 +303,14 @@ def _book_run(x, t, sizes, steps, batch, lam, p_drop, lr):
             da = dh * mask * relu
             dbe[i], dg[i] = da.sum(axis=0), (xn * da).sum(axis=0)
             dxn = g[i] * da
-            dvar = -0.5 * (dxn * xc).sum(axis=0) / std ** 3
+            dvar = -0.5 * (dxn * xc).sum(axis=0) / std**3
             dxc = dxn / std + 2.0 / n * xc * dvar
             dz = dxc - dxc.sum(axis=0) / n
             dW[i], db[i] = h_in.T @ dz + lam * W[i], dz.sum(axis=0)
             dh = dz @ W[i].T
-        losses.append(-np.log(y[np.arange(n), t[idx]] + 1e-7).mean()
-                      + 0.5 * lam * sum((w ** 2).sum() for w in W))
+        losses.append(
+            -np.log(y[np.arange(n), t[idx]] + 1e-7).mean() + 0.5 * lam * sum((w**2).sum() for w in W)
+        )
         for i in range(L):
             W[i] -= lr * dW[i]
             b[i] -= lr * db[i]
@@ -305,15 +332,25 @@ def test_seeded_run_matches_the_books_algorithm(on, device):
     np.random.seed(11)
     W, b, g, be, ref_losses = _book_run(x, t, sizes, 6, 5, lam, p, lr)
     np.random.seed(11)
-    net = MultiLayerNetExtend(9, [8, 6], 4, weight_decay_lambda=lam, use_dropout=True, dropout_ration=p,
-                              use_batchnorm=True)
-    assert list(net.layers) == ["Affine1", "BatchNorm1", "Activation_function1", "Dropout1", "Affine2",
-                                "BatchNorm2", "Activation_function2", "Dropout2", "Affine3"]
+    net = MultiLayerNetExtend(
+        9, [8, 6], 4, weight_decay_lambda=lam, use_dropout=True, dropout_ration=p, use_batchnorm=True
+    )
+    assert list(net.layers) == [
+        "Affine1",
+        "BatchNorm1",
+        "Activation_function1",
+        "Dropout1",
+        "Affine2",
+        "BatchNorm2",
+        "Activation_function2",
+        "Dropout2",
+        "Affine3",
+    ]
     opt, losses = SGD(lr=lr), []
     for _ in range(6):
         idx = np.random.choice(30, 5)
         grads = net.gradient(x[idx], t[idx])
-        losses.append(net.mlp.last_loss)   # the training-mode loss of that batch (before the step)
+        losses.append(net.mlp.last_loss)  # the training-mode loss of that batch (before the step)
         opt.update(net.params, grads)
     for i in range(3):
         np.testing.assert_allclose(to_numpy(net.params[f"W{i + 1}"]), W[i], rtol=1e-10, atol=1e-12)
@@ -331,28 +368,56 @@ def test_seeded_run_matches_the_books_algorithm(on, device):
 SMALL = {
     "optimizer_compare_naive": [("range(30)", "range(5)")],
     "weight_init_activation_histogram": [],
-    "optimizer_compare_mnist": [("max_iterations = 2000", "max_iterations = 12"),
-                                ("batch_size = 128", "batch_size = 8"), ("100, 100, 100, 100]", "8, 8]")],
-    "weight_init_compare": [("max_iterations = 2000", "max_iterations = 12"),
-                            ("batch_size = 128", "batch_size = 8"), ("100, 100, 100, 100]", "8, 8]")],
-    "batch_norm_test": [("x_train[:1000]", "x_train[:40]"), ("t_train[:1000]", "t_train[:40]"),
-                        ("max_epochs = 20", "max_epochs = 2"), ("batch_size = 100", "batch_size = 20"),
-                        ("num=16)", "num=16)[::8]"), ("100, 100, 100, 100, 100]", "8, 8]")],
-    "batch_norm_gradient_check": [("hidden_size_list=[100, 100]", "hidden_size_list=[2, 2]"),
-                                  ("input_size=784", "input_size=6"),
-                                  ("x_train[:1]", "x_train[:1, 400:406]")],
-    "overfit_weight_decay": [("x_train[:300]", "x_train[:20]"), ("t_train[:300]", "t_train[:20]"),
-                             ("max_epochs = 201", "max_epochs = 3"), ("batch_size = 100", "batch_size = 10"),
-                             ("= load_mnist(normalize=True)", "= load_mnist(normalize=True); "
-                              "x_test, t_test = x_test[:30], t_test[:30]")],
-    "overfit_dropout": [("x_train[:300]", "x_train[:20]"), ("t_train[:300]", "t_train[:20]"),
-                        ("epochs=301, mini_batch_size=100", "epochs=3, mini_batch_size=10"),
-                        ("= load_mnist(normalize=True)", "= load_mnist(normalize=True); "
-                         "x_test, t_test = x_test[:30], t_test[:30]")],
-    "hyperparameter_optimization": [("x_train[:500]", "x_train[:50]"), ("t_train[:500]", "t_train[:50]"),
-                                    ("optimization_trial = 100", "optimization_trial = 2"),
-                                    ("epocs=50", "epocs=2"), ("mini_batch_size=100", "mini_batch_size=10"),
-                                    ("100, 100, 100, 100, 100, 100]", "8, 8]")],
+    "optimizer_compare_mnist": [
+        ("max_iterations = 2000", "max_iterations = 12"),
+        ("batch_size = 128", "batch_size = 8"),
+        ("100, 100, 100, 100]", "8, 8]"),
+    ],
+    "weight_init_compare": [
+        ("max_iterations = 2000", "max_iterations = 12"),
+        ("batch_size = 128", "batch_size = 8"),
+        ("100, 100, 100, 100]", "8, 8]"),
+    ],
+    "batch_norm_test": [
+        ("x_train[:1000]", "x_train[:40]"),
+        ("t_train[:1000]", "t_train[:40]"),
+        ("max_epochs = 20", "max_epochs = 2"),
+        ("batch_size = 100", "batch_size = 20"),
+        ("num=16)", "num=16)[::8]"),
+        ("100, 100, 100, 100, 100]", "8, 8]"),
+    ],
+    "batch_norm_gradient_check": [
+        ("hidden_size_list=[100, 100]", "hidden_size_list=[2, 2]"),
+        ("input_size=784", "input_size=6"),
+        ("x_train[:1]", "x_train[:1, 400:406]"),
+    ],
+    "overfit_weight_decay": [
+        ("x_train[:300]", "x_train[:20]"),
+        ("t_train[:300]", "t_train[:20]"),
+        ("max_epochs = 201", "max_epochs = 3"),
+        ("batch_size = 100", "batch_size = 10"),
+        (
+            "= load_mnist(normalize=True)",
+            "= load_mnist(normalize=True); x_test, t_test = x_test[:30], t_test[:30]",
+        ),
+    ],
+    "overfit_dropout": [
+        ("x_train[:300]", "x_train[:20]"),
+        ("t_train[:300]", "t_train[:20]"),
+        ("epochs=301, mini_batch_size=100", "epochs=3, mini_batch_size=10"),
+        (
+            "= load_mnist(normalize=True)",
+            "= load_mnist(normalize=True); x_test, t_test = x_test[:30], t_test[:30]",
+        ),
+    ],
+    "hyperparameter_optimization": [
+        ("x_train[:500]", "x_train[:50]"),
+        ("t_train[:500]", "t_train[:50]"),
+        ("optimization_trial = 100", "optimization_trial = 2"),
+        ("epocs=50", "epocs=2"),
+        ("mini_batch_size=100", "mini_batch_size=10"),
+        ("100, 100, 100, 100, 100, 100]", "8, 8]"),
+    ],
 }
 """Small versions of the scripts for the tests: (old, new) text substitutions (each must match)."""
 
@@ -368,7 +433,7 @@ def run_script(name, device, monkeypatch, capsys, seed=0, small=True):
 
     path = SCRIPTS / f"{name}.py"
     src = path.read_text()
-    for old, new in (SMALL[name] if small else []):
+    for old, new in SMALL[name] if small else []:
         assert old in src, f"{name}: {old!r} not in the script"
         src = src.replace(old, new)
     monkeypatch.setenv("GPUNN_DEVICE", device)
@@ -378,7 +443,7 @@ def run_script(name, device, monkeypatch, capsys, seed=0, small=True):
     np.random.seed(seed)
     capsys.readouterr()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # plt.show() on Agg; the MNIST-subset warning
+        warnings.simplefilter("ignore")  # plt.show() on Agg; the MNIST-subset warning
         exec(compile(src, str(path), "exec"), {"__name__": "__main__"})
     plt.close("all")
     return capsys.readouterr().out
@@ -390,8 +455,11 @@ def test_scripts_import_only_gpunn_textbook():
     for path in SCRIPTS.glob("*.py"):
         for line in path.read_text().splitlines():
             if line.startswith(("from common", "from dataset", "import gpunn", "from gpunn")):
-                assert re.match(r"from gpunn\.textbook\.(mnist|optimizer|util|trainer|multi_layer_net"
-                                r"(_extend)?) import ", line), (path.name, line)
+                assert re.match(
+                    r"from gpunn\.textbook\.(mnist|optimizer|util|trainer|multi_layer_net"
+                    r"(_extend)?) import ",
+                    line,
+                ), (path.name, line)
 
 
 @pytest.fixture(scope="module")

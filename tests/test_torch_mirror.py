@@ -10,9 +10,14 @@ from gpunn.torch_mirror import to_torch
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("kw", [dict(hidden=[64, 16], activation=["sigmoid", "tanh"]),
-                                dict(hidden=[32, 32], activation=["relu", "leaky_relu"], batchnorm=True),
-                                dict(hidden=[16], activation="identity")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(hidden=[64, 16], activation=["sigmoid", "tanh"]),
+        dict(hidden=[32, 32], activation=["relu", "leaky_relu"], batchnorm=True),
+        dict(hidden=[16], activation="identity"),
+    ],
+)
 def test_same_scores_and_gradients(kw):
     hidden = kw.pop("hidden")
     net = gpunn.MLP(20, hidden, 5, dtype="float64", seed=3, **kw)
@@ -28,8 +33,9 @@ def test_same_scores_and_gradients(kw):
         for i, lin in enumerate(linears, 1):
             np.testing.assert_allclose(lin.weight.grad.numpy().T, grads[f"W{i}"], rtol=1e-9, atol=1e-12)
         model.eval()
-        np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy(), net.predict(x), rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            model(torch.from_numpy(x)).detach().numpy(), net.predict(x), rtol=1e-9, atol=1e-12
+        )
         gpunn.optim.SGD(lr=0.1).update(net.params, grads)
 
 

@@ -14,8 +14,9 @@ def _blobs(n=60, d=8, c=3, seed=0):
 def _fit(device="cpu", seed=0, epochs=3, **kw):
     x, t = _blobs()
     net = gpunn.MLP(8, [6], 3, activation="tanh", device=device, seed=1)
-    trainer = gpunn.Trainer(net, gpunn.optim.SGD(lr=0.3), epochs=epochs, batch_size=16, seed=seed,
-                            progress=False, **kw)
+    trainer = gpunn.Trainer(
+        net, gpunn.optim.SGD(lr=0.3), epochs=epochs, batch_size=16, seed=seed, progress=False, **kw
+    )
     return trainer.fit(x, t, validation_data=_blobs(seed=1)), net
 
 

@@ -39,17 +39,25 @@ NOT_RULES = ("base", "references", "schedules")
 
 def _rule_modules() -> list:
     """Every module of this package that may define rules, imported: the textbook's, then the rest."""
-    found = sorted(info.name for info in pkgutil.iter_modules(__path__)
-                   if info.name not in NOT_RULES and not info.name.startswith("_"))
+    found = sorted(
+        info.name
+        for info in pkgutil.iter_modules(__path__)
+        if info.name not in NOT_RULES and not info.name.startswith("_")
+    )
     names = [*TEXTBOOK_MODULES, *(m for m in found if m not in TEXTBOOK_MODULES)]
     return [importlib.import_module(f"{__name__}.{m}") for m in names]
 
 
 def _rules_of(module) -> list:
     """The optimizer classes defined in ``module`` (not imported into it), in definition order."""
-    return [obj for obj in vars(module).values()
-            if isinstance(obj, type) and issubclass(obj, Optimizer) and obj.rule
-            and obj.__module__ == module.__name__]
+    return [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Optimizer)
+        and obj.rule
+        and obj.__module__ == module.__name__
+    ]
 
 
 OPTIMIZERS = tuple(cls for module in _rule_modules() for cls in _rules_of(module))
@@ -66,5 +74,14 @@ def _summary(cls) -> str:
 
 __doc__ += "\nRules:\n\n" + "\n".join(_summary(cls) for cls in OPTIMIZERS) + "\n"
 
-__all__ = ["Optimizer", *(cls.__name__ for cls in OPTIMIZERS), "LRScheduler", "StepLR", "ExponentialLR",
-           "CosineAnnealingLR", "WarmupLR", "OPTIMIZERS", "schedules"]
+__all__ = [
+    "Optimizer",
+    *(cls.__name__ for cls in OPTIMIZERS),
+    "LRScheduler",
+    "StepLR",
+    "ExponentialLR",
+    "CosineAnnealingLR",
+    "WarmupLR",
+    "OPTIMIZERS",
+    "schedules",
+]

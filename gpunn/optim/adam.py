@@ -32,22 +32,40 @@ class Adam(Optimizer):
 
     EPS_ON = ("v_hat", "v")
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0, device=None, *, eps_on: str = "v_hat"):
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        device=None,
+        *,
+        eps_on: str = "v_hat",
+    ):
         if eps_on not in self.EPS_ON:
-            raise ValueError(f"eps_on must be 'v_hat' (ε added to √v̂, PyTorch) or 'v' (ε added to √v, "
-                             f"Saito), got {eps_on!r}")
+            raise ValueError(
+                f"eps_on must be 'v_hat' (ε added to √v̂, PyTorch) or 'v' (ε added to √v, "
+                f"Saito), got {eps_on!r}"
+            )
         super().__init__(lr, weight_decay, device, beta1=beta1, beta2=beta2, eps=eps)
         self.eps_on = eps_on
 
     def scalars(self):
         t = self.t
-        bc1 = 1 - self.beta1 ** t
-        bc2 = 1 - self.beta2 ** t
+        bc1 = 1 - self.beta1**t
+        bc2 = 1 - self.beta2**t
         rbc2 = 1 / math.sqrt(bc2)
         eps = self.eps * rbc2 if self.eps_on == "v" else self.eps
-        return {"lr_t": self.lr / bc1, "b1": self.beta1, "omb1": 1 - self.beta1, "b2": self.beta2,
-                "omb2": 1 - self.beta2, "eps": eps, "rbc2": rbc2}
+        return {
+            "lr_t": self.lr / bc1,
+            "b1": self.beta1,
+            "omb1": 1 - self.beta1,
+            "b2": self.beta2,
+            "omb2": 1 - self.beta2,
+            "eps": eps,
+            "rbc2": rbc2,
+        }
 
     def __repr__(self) -> str:
         r = super().__repr__()
@@ -65,8 +83,17 @@ class AdamW(Adam):
 
     rule = "adamw"
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01, device=None, *, eps_on: str = "v_hat"):
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        device=None,
+        *,
+        eps_on: str = "v_hat",
+    ):
         super().__init__(lr, beta1, beta2, eps, weight_decay, device, eps_on=eps_on)
 
     def decay(self):

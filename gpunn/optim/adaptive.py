@@ -43,8 +43,9 @@ class AdaDelta(Optimizer):
     rho = unit_interval()
     eps = positive()
 
-    def __init__(self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-5, weight_decay: float = 0.0,
-                 device=None):
+    def __init__(
+        self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-5, weight_decay: float = 0.0, device=None
+    ):
         super().__init__(lr, weight_decay, device, rho=rho, eps=eps)
 
     def scalars(self):
@@ -66,8 +67,9 @@ class RMSprop(Optimizer):
     rho = unit_interval()
     eps = positive()
 
-    def __init__(self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0,
-                 device=None):
+    def __init__(
+        self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0, device=None
+    ):
         super().__init__(lr, weight_decay, device, rho=rho, eps=eps)
 
     def scalars(self):

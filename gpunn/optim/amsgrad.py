@@ -45,6 +45,6 @@ class AMSGrad(Adam):
                 self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
                 self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
                 self.v_max[key] = xp.maximum(self.v_max[key], self.v[key])
-                m_hat = self.m[key] / (1 - self.beta1 ** self.iter)
-                v_hat = self.v_max[key] / (1 - self.beta2 ** self.iter)
+                m_hat = self.m[key] / (1 - self.beta1**self.iter)
+                v_hat = self.v_max[key] / (1 - self.beta2**self.iter)
                 params[key] -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)

@@ -60,12 +60,16 @@ class Hyper:
             with np.errstate(over="ignore"):
                 cast = Device.scalar(v, dtype)
             if not np.isfinite(cast):
-                raise ValueError(f"{name}={value!r} is not finite in {np.dtype(dtype).name} (it overflows to "
-                                 f"{cast}); the parameters are {np.dtype(dtype).name}: use |{name}| <= "
-                                 f"{np.finfo(dtype).max:.3g}")
+                raise ValueError(
+                    f"{name}={value!r} is not finite in {np.dtype(dtype).name} (it overflows to "
+                    f"{cast}); the parameters are {np.dtype(dtype).name}: use |{name}| <= "
+                    f"{np.finfo(dtype).max:.3g}"
+                )
             if self.bounds["low_open"] and self.bounds["low"] == 0 and cast == 0:
-                raise ValueError(f"{name}={value!r} rounds to 0 in {np.dtype(dtype).name}, and {name} must "
-                                 f"be > 0; use {name} >= {np.finfo(dtype).tiny:.3g} (e.g. the default)")
+                raise ValueError(
+                    f"{name}={value!r} rounds to 0 in {np.dtype(dtype).name}, and {name} must "
+                    f"be > 0; use {name} >= {np.finfo(dtype).tiny:.3g} (e.g. the default)"
+                )
         return v
 
 
@@ -166,10 +170,12 @@ class Optimizer:
         rule = cls.rule if rule is None else rule
         slots = cls.slots if slots is None else slots
         names = rule_arguments(rule)
-        if names[:len(slots)] != tuple(slots):
-            raise TypeError(f"{cls.__name__}: rule {rule!r} takes state {names[:len(slots)]} after (p, g), "
-                            f"the class's slots are {tuple(slots)}")
-        return names[len(slots):]
+        if names[: len(slots)] != tuple(slots):
+            raise TypeError(
+                f"{cls.__name__}: rule {rule!r} takes state {names[: len(slots)]} after (p, g), "
+                f"the class's slots are {tuple(slots)}"
+            )
+        return names[len(slots) :]
 
     def scalar_names(self) -> tuple:
         """The names of this optimizer's kernel scalars, in the rule's order (checked once)."""
@@ -191,8 +197,10 @@ class Optimizer:
         except KeyError:
             ordered = None
         if ordered is None or len(values) != len(names):
-            raise TypeError(f"{type(self).__name__}.scalars() gives {sorted(values)}; rule {self.rule!r} "
-                            f"takes {list(names)}")
+            raise TypeError(
+                f"{type(self).__name__}.scalars() gives {sorted(values)}; rule {self.rule!r} "
+                f"takes {list(names)}"
+            )
         return ordered
 
     def decay(self) -> float:
@@ -203,8 +211,11 @@ class Optimizer:
     def update(self, params: dict, grads: dict) -> None:
         """One step, in place: every ``params[k]`` moves by the rule using ``grads[k]``."""
         fast = self._fast
-        if fast is not None and getattr(params, "flat", None) is fast[0] \
-                and getattr(grads, "flat", None) is fast[1]:
+        if (
+            fast is not None
+            and getattr(params, "flat", None) is fast[0]
+            and getattr(grads, "flat", None) is fast[1]
+        ):
             # the same model's flat buffers as the last step: validated then, state in place
             p, g, run, state, n_decay, cast, ordered = fast
             self.t += 1
@@ -238,27 +249,39 @@ class Optimizer:
         if groups[0][0] == FLAT:
             # Device.scalar(v, dtype) is dtype's scalar type applied to v: keep that type
             cast = type(Device.scalar(0, groups[0][1].dtype))
-            self._fast = (params.flat, grads.flat, kernel, states[0], groups[0][3], cast,
-                          _in_order(self.scalar_names()))
+            self._fast = (
+                params.flat,
+                grads.flat,
+                kernel,
+                states[0],
+                groups[0][3],
+                cast,
+                _in_order(self.scalar_names()),
+            )
 
     def _state_for(self, dev, key, p):
         """The state arrays of ``key``: created (zeroed, or from a loaded state dict) on first use."""
         state = self.state.get(key)
         if state is not None:
             if state and not dev.owns(state[0]):
-                raise TypeError(f"the optimizer's state for {key!r} lives on another device than the "
-                                f"parameters ({dev.name}); make a new optimizer, or move it with "
-                                "load_state_dict(state_dict())")
+                raise TypeError(
+                    f"the optimizer's state for {key!r} lives on another device than the "
+                    f"parameters ({dev.name}); make a new optimizer, or move it with "
+                    "load_state_dict(state_dict())"
+                )
             return state
         if self._pending:
             loaded = self._pending.pop(key, None)
             if loaded is None:
-                raise ValueError(f"the loaded state holds parameters {sorted(self._pending)}, not {key!r}: "
-                                 "load a state dict saved from the same model layout")
+                raise ValueError(
+                    f"the loaded state holds parameters {sorted(self._pending)}, not {key!r}: "
+                    "load a state dict saved from the same model layout"
+                )
             for slot, a in zip(self.slots, loaded, strict=True):
                 if a.size != p.size:
-                    raise ValueError(f"loaded state {slot!r} of {key!r} has {a.size} elements, the "
-                                     f"parameter has {p.size}")
+                    raise ValueError(
+                        f"loaded state {slot!r} of {key!r} has {a.size} elements, the parameter has {p.size}"
+                    )
             state = tuple(dev.to_device(a.reshape(-1).copy(), p.dtype) for a in loaded)
         else:
             state = tuple(dev.xp.zeros_like(p) for _ in self.slots)
@@ -274,12 +297,16 @@ class Optimizer:
             return [self._check_pair(FLAT, params.flat, grads.flat, layout.n_decay)]
         if params.keys() != grads.keys():
             missing, extra = set(params) - set(grads), set(grads) - set(params)
-            raise ValueError(f"params and grads have different keys: missing in grads {sorted(missing)}, "
-                             f"not in params {sorted(extra)}")
+            raise ValueError(
+                f"params and grads have different keys: missing in grads {sorted(missing)}, "
+                f"not in params {sorted(extra)}"
+            )
         if not params:
             raise ValueError("update() got no parameters")
-        return [self._check_pair(k, p, grads[k], p.size if getattr(p, "ndim", 0) >= 2 else 0)
-                for k, p in params.items()]
+        return [
+            self._check_pair(k, p, grads[k], p.size if getattr(p, "ndim", 0) >= 2 else 0)
+            for k, p in params.items()
+        ]
 
     def _check_pair(self, key, p, g, n_decay):
         name = "the flat buffer" if key == FLAT else repr(key)
@@ -289,22 +316,30 @@ class Optimizer:
             if a.dtype.name not in ("float32", "float64"):
                 raise TypeError(f"{what}[{name}] has dtype {a.dtype}; optimizers take float32 or float64")
             if not a.flags.c_contiguous:
-                raise ValueError(f"{what}[{name}] is not C-contiguous; the update is done in place "
-                                 "on the array's memory, pass a contiguous array")
+                raise ValueError(
+                    f"{what}[{name}] is not C-contiguous; the update is done in place "
+                    "on the array's memory, pass a contiguous array"
+                )
         if not getattr(p.flags, "writeable", True):
-            raise ValueError(f"params[{name}] is read-only (a NumPy scalar or an array with "
-                             "flags.writeable=False); the update is done in place, pass a writeable array")
+            raise ValueError(
+                f"params[{name}] is read-only (a NumPy scalar or an array with "
+                "flags.writeable=False); the update is done in place, pass a writeable array"
+            )
         if p.shape != g.shape:
             raise ValueError(f"grads[{name}] has shape {g.shape}, params[{name}] has {p.shape}")
         if p.dtype != g.dtype:
             raise TypeError(f"grads[{name}] is {g.dtype} but params[{name}] is {p.dtype}")
         if device_of(p) != device_of(g):
-            raise TypeError(f"params[{name}] and grads[{name}] live on different devices "
-                            f"({device_of(p).name} vs {device_of(g).name})")
+            raise TypeError(
+                f"params[{name}] and grads[{name}] live on different devices "
+                f"({device_of(p).name} vs {device_of(g).name})"
+            )
         state = self.state.get(key)
         if state and state[0].size != p.size:
-            raise ValueError(f"params[{name}] changed size from {state[0].size} to {p.size} "
-                             "since the optimizer's state was created; make a new optimizer")
+            raise ValueError(
+                f"params[{name}] changed size from {state[0].size} to {p.size} "
+                "since the optimizer's state was created; make a new optimizer"
+            )
         return key, p.reshape(-1), g.reshape(-1), n_decay
 
     def _resolve_device(self, params, groups) -> Device:
@@ -316,8 +351,10 @@ class Optimizer:
                 dev = device_of(groups[0][1])
         for key, p, g, _ in groups:
             if not dev.owns(p) or not dev.owns(g):
-                raise TypeError(f"params/grads {key!r} are {dev.array_kind(p)}, not arrays of "
-                                f"{dev.name}, where this optimizer runs")
+                raise TypeError(
+                    f"params/grads {key!r} are {dev.array_kind(p)}, not arrays of "
+                    f"{dev.name}, where this optimizer runs"
+                )
         return dev
 
     # -- state ------------------------------------------------------------------------------
@@ -350,24 +387,28 @@ class Optimizer:
             raise ValueError("not an optimizer state dict: it has no 't' (step count)")
         unknown = [k for k in keys if k != "t" and k not in names and not k.startswith(STATE_PREFIX)]
         if unknown:
-            raise ValueError(f"{type(self).__name__} has no hyper-parameters {unknown}; "
-                             f"it has {sorted(names)}")
+            raise ValueError(
+                f"{type(self).__name__} has no hyper-parameters {unknown}; it has {sorted(names)}"
+            )
         pending: dict = {}
         for k in keys:
             if not k.startswith(STATE_PREFIX):
                 continue
-            key, _, slot = k[len(STATE_PREFIX):].rpartition(".")
+            key, _, slot = k[len(STATE_PREFIX) :].rpartition(".")
             if slot not in self.slots:
-                raise ValueError(f"state entry {k!r}: {type(self).__name__} keeps {list(self.slots)}, "
-                                 f"not {slot!r} -- was it saved from another optimizer?")
+                raise ValueError(
+                    f"state entry {k!r}: {type(self).__name__} keeps {list(self.slots)}, "
+                    f"not {slot!r} -- was it saved from another optimizer?"
+                )
             a = Device.to_numpy(state_dict[k])
             if a.dtype.kind != "f":
                 raise TypeError(f"state entry {k!r} has dtype {a.dtype}, expected floats")
             pending.setdefault(key, {})[slot] = a
         for key, by_slot in pending.items():
             if set(by_slot) != set(self.slots):
-                raise ValueError(f"state of {key!r} has {sorted(by_slot)}, {type(self).__name__} needs "
-                                 f"{list(self.slots)}")
+                raise ValueError(
+                    f"state of {key!r} has {sorted(by_slot)}, {type(self).__name__} needs {list(self.slots)}"
+                )
         t = _number(state_dict["t"], "t")
         if t != int(t) or t < 0:
             raise ValueError(f"t must be a non-negative whole number, got {t}")
@@ -379,8 +420,9 @@ class Optimizer:
         self.t = int(t)
         self.state = {}
         self._fast = None
-        self._pending = {key: tuple(host.to_device(by_slot[s]) for s in self.slots)
-                         for key, by_slot in pending.items()}
+        self._pending = {
+            key: tuple(host.to_device(by_slot[s]) for s in self.slots) for key, by_slot in pending.items()
+        }
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hyper_params().items())

@@ -25,13 +25,24 @@ class Lion(Optimizer):
     beta1 = unit_interval()
     beta2 = unit_interval()
 
-    def __init__(self, lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
-                 device=None):
+    def __init__(
+        self,
+        lr: float = 1e-4,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        weight_decay: float = 0.0,
+        device=None,
+    ):
         super().__init__(lr, weight_decay, device, beta1=beta1, beta2=beta2)
 
     def scalars(self):
-        return {"lr": self.lr, "b1": self.beta1, "omb1": 1 - self.beta1, "b2": self.beta2,
-                "omb2": 1 - self.beta2}
+        return {
+            "lr": self.lr,
+            "b1": self.beta1,
+            "omb1": 1 - self.beta1,
+            "b2": self.beta2,
+            "omb2": 1 - self.beta2,
+        }
 
     def decay(self):
         return self.lr * self.weight_decay

@@ -10,8 +10,9 @@ the formulas.
 The array namespace comes from the arrays' device (NumPy for host arrays, CuPy for GPU arrays);
 Python-float hyper-parameters keep float32 arrays float32 (NumPy ≥ 2 / CuPy treat them as "weak").
 
-Weight decay (L2, g ← g + λθ) applies to arrays with ``ndim >= 2`` (weights), as in gpunn; for a
-model's FlatDict the views have their natural shapes, so this is the same split as the flat path.
+Each reference's formula is in its optimizer class's docstring.  Weight decay (see :mod:`gpunn.optim`)
+applies to arrays with ``ndim >= 2`` (weights), as in gpunn; for a model's FlatDict the views have
+their natural shapes, so this is the same split as the flat path.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _grad(params, grads, key, weight_decay):
 
 
 class SGD:
-    """θ ← θ − η g."""
+    """:class:`gpunn.optim.SGD`'s rule (formula in its docstring)."""
 
     def __init__(self, lr=0.01, weight_decay=0.0):
         self.lr, self.weight_decay = lr, weight_decay
@@ -77,7 +78,7 @@ class SGD:
 
 
 class Momentum:
-    """v ← α v − η g;  θ ← θ + v."""
+    """:class:`gpunn.optim.Momentum`'s rule (formula in its docstring)."""
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
@@ -93,7 +94,7 @@ class Momentum:
 
 
 class Nesterov:
-    """b ← μ b + g;  θ ← θ − η (g + μ b)   (PyTorch's ``nesterov=True``)."""
+    """:class:`gpunn.optim.Nesterov`'s rule, PyTorch's ``nesterov=True`` form (formula in its docstring)."""
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
@@ -109,7 +110,7 @@ class Nesterov:
 
 
 class AdaGrad:
-    """r ← r + g⊙g;  θ ← θ − η g / (√r + ε)."""
+    """:class:`gpunn.optim.AdaGrad`'s rule (formula in its docstring)."""
 
     def __init__(self, lr=0.01, eps=1e-6, weight_decay=0.0):
         self.lr, self.eps, self.weight_decay = lr, eps, weight_decay
@@ -126,7 +127,7 @@ class AdaGrad:
 
 
 class AdaDelta:
-    """s ← ρ s + (1−ρ) g²;  Δθ = √((r + ε)/(s + ε)) ⊙ g;  θ ← θ − η Δθ;  r ← ρ r + (1−ρ) Δθ²."""
+    """:class:`gpunn.optim.AdaDelta`'s rule (formula in its docstring)."""
 
     def __init__(self, lr=1.0, rho=0.9, eps=1e-5, weight_decay=0.0):
         self.lr, self.rho, self.eps, self.weight_decay = lr, rho, eps, weight_decay
@@ -145,7 +146,7 @@ class AdaDelta:
 
 
 class RMSprop:
-    """r ← ρ r + (1−ρ) g²;  θ ← θ − η g / (√r + ε)."""
+    """:class:`gpunn.optim.RMSprop`'s rule (formula in its docstring)."""
 
     def __init__(self, lr=0.001, rho=0.9, eps=1e-8, weight_decay=0.0):
         self.lr, self.rho, self.eps, self.weight_decay = lr, rho, eps, weight_decay
@@ -162,8 +163,7 @@ class RMSprop:
 
 
 class Adam:
-    """m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ);
-    θ ← θ − η m̂ / (√v̂ + ε)   (CS231n's ``adam``)."""
+    """:class:`gpunn.optim.Adam`'s rule (formula in its docstring), written as CS231n's ``adam``."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
@@ -183,13 +183,13 @@ class Adam:
             g = self._gradient(params, grads, key)
             self.m[key] = self.beta1 * self.m[key] + (1 - self.beta1) * g
             self.v[key] = self.beta2 * self.v[key] + (1 - self.beta2) * g * g
-            m_hat = self.m[key] / (1 - self.beta1 ** self.iter)
-            v_hat = self.v[key] / (1 - self.beta2 ** self.iter)
+            m_hat = self.m[key] / (1 - self.beta1**self.iter)
+            v_hat = self.v[key] / (1 - self.beta2**self.iter)
             params[key] -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
 
 
 class AdamW(Adam):
-    """θ ← θ − η λ θ (weights only), then Adam on the raw gradient."""
+    """:class:`gpunn.optim.AdamW`'s rule (decoupled decay on weights only; see its docstring)."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
         super().__init__(lr, beta1, beta2, eps, weight_decay)

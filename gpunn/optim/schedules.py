@@ -45,9 +45,11 @@ class LRScheduler:
         except OverflowError:
             lr = math.inf
         if not math.isfinite(lr):
-            raise ValueError(f"{self!r}: the learning rate at step {step} is not a finite float (it "
-                             f"overflows); with gamma > 1 the rate grows without bound -- use gamma <= 1 or "
-                             "fewer steps")
+            raise ValueError(
+                f"{self!r}: the learning rate at step {step} is not a finite float (it "
+                f"overflows); with gamma > 1 the rate grows without bound -- use gamma <= 1 or "
+                "fewer steps"
+            )
         return lr
 
     def step(self) -> float:
@@ -93,7 +95,7 @@ class ExponentialLR(LRScheduler):
         super().__init__(optimizer)
 
     def lr_at(self, step):
-        return self.base_lr * self.gamma ** step
+        return self.base_lr * self.gamma**step
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -118,8 +120,9 @@ class WarmupLR(LRScheduler):
     the full learning rate).
     """
 
-    def __init__(self, optimizer, warmup_steps: int, start_factor: float = 0.1,
-                 then: LRScheduler | None = None):
+    def __init__(
+        self, optimizer, warmup_steps: int, start_factor: float = 0.1, then: LRScheduler | None = None
+    ):
         self.warmup_steps = positive_int("warmup_steps", warmup_steps)
         self.start_factor = check_hyper("start_factor", start_factor, low=0, high=1)
         if then is not None and then.optimizer is not optimizer:

@@ -65,8 +65,15 @@ class Nesterov(Optimizer):
     FORMS = ("pytorch", "saito")
     variants = ({}, {"form": "saito"})
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, device=None, *,
-                 form: str = "pytorch"):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        device=None,
+        *,
+        form: str = "pytorch",
+    ):
         if form not in self.FORMS:
             raise ValueError(f"form must be 'pytorch' or 'saito', got {form!r}")
         super().__init__(lr, weight_decay, device, momentum=momentum)

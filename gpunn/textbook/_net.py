@@ -38,10 +38,15 @@ def init_scale(weight_init_std, n_in: int):
         return np.sqrt(2.0 / n_in)
     if name in ("sigmoid", "xavier"):
         return np.sqrt(1.0 / n_in)
-    if isinstance(weight_init_std, str) or isinstance(weight_init_std, bool) \
-            or not isinstance(weight_init_std, (int, float, np.number)):
-        raise ValueError(f"weight_init_std must be a number (the std) or one of 'relu', 'he', 'sigmoid', "
-                         f"'xavier', got {weight_init_std!r}")
+    if (
+        isinstance(weight_init_std, str)
+        or isinstance(weight_init_std, bool)
+        or not isinstance(weight_init_std, (int, float, np.number))
+    ):
+        raise ValueError(
+            f"weight_init_std must be a number (the std) or one of 'relu', 'he', 'sigmoid', "
+            f"'xavier', got {weight_init_std!r}"
+        )
     return weight_init_std
 
 
@@ -64,8 +69,18 @@ class BookNet:
     ``mlp`` the gpunn model itself.
     """
 
-    def __init__(self, input_size, hidden_size_list, output_size, activation="relu", weight_init_std="relu",
-                 weight_decay_lambda=0, use_dropout=False, dropout_ration=0.5, use_batchnorm=False):
+    def __init__(
+        self,
+        input_size,
+        hidden_size_list,
+        output_size,
+        activation="relu",
+        weight_init_std="relu",
+        weight_decay_lambda=0,
+        use_dropout=False,
+        dropout_ration=0.5,
+        use_batchnorm=False,
+    ):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be 'relu' or 'sigmoid' (the book's), got {activation!r}")
         hidden = list(hidden_size_list)
@@ -80,11 +95,24 @@ class BookNet:
         device, dtype = settings()
         inits = [_book_initializer(weight_init_std)] * (len(hidden) + 1)
         drop = dropout_ration if self.use_dropout else 0.0
-        self.mlp = MLP(input_size, hidden, output_size, activation=activation, init=inits, device=device,
-                       dtype=dtype, batchnorm=self.use_batchnorm, dropout=drop,
-                       weight_decay=weight_decay_lambda, bn_eps=BN_EPS, bn_momentum=1 - BN_MOMENTUM,
-                       bn_unbiased=False, bn_running_var_init=0.0, dropout_inverted=False,
-                       dropout_rand=np.random.rand)
+        self.mlp = MLP(
+            input_size,
+            hidden,
+            output_size,
+            activation=activation,
+            init=inits,
+            device=device,
+            dtype=dtype,
+            batchnorm=self.use_batchnorm,
+            dropout=drop,
+            weight_decay=weight_decay_lambda,
+            bn_eps=BN_EPS,
+            bn_momentum=1 - BN_MOMENTUM,
+            bn_unbiased=False,
+            bn_running_var_init=0.0,
+            dropout_inverted=False,
+            dropout_rand=np.random.rand,
+        )
         self.params = self.mlp.params
         self.layers = _book_layer_names(self.mlp.layers)
         self.last_layer = self.mlp.last_layer

@@ -85,10 +85,15 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False):
             raise TypeError(f"{name} must be True or False, got {v!r}")
     train, test, where = _raw()
     if train[0].shape[0] == 8000:
-        warnings.warn(f"gpunn.textbook.load_mnist: only MNIST's 10,000 test digits were found (in {where}); "
-                      "using 8,000 of them for training and 2,000 for testing -- results differ from the "
-                      "book's, which trains on the 60,000 training digits.  Put the four MNIST files in "
-                      "$GPUNN_DATA or ~/.cache/gpunn/mnist for the book's data.",
-                      MnistSubsetWarning, stacklevel=2)
-    return (_prepare(*train, normalize, flatten, one_hot_label),
-            _prepare(*test, normalize, flatten, one_hot_label))
+        warnings.warn(
+            f"gpunn.textbook.load_mnist: only MNIST's 10,000 test digits were found (in {where}); "
+            "using 8,000 of them for training and 2,000 for testing -- results differ from the "
+            "book's, which trains on the 60,000 training digits.  Put the four MNIST files in "
+            "$GPUNN_DATA or ~/.cache/gpunn/mnist for the book's data.",
+            MnistSubsetWarning,
+            stacklevel=2,
+        )
+    return (
+        _prepare(*train, normalize, flatten, one_hot_label),
+        _prepare(*test, normalize, flatten, one_hot_label),
+    )

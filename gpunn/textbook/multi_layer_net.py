@@ -23,10 +23,23 @@ class MultiLayerNet(BookNet):
     Runs on ``$GPUNN_DEVICE`` (default cpu) in ``$GPUNN_DTYPE`` (default float64).
     """
 
-    def __init__(self, input_size, hidden_size_list, output_size, activation="relu", weight_init_std="relu",
-                 weight_decay_lambda=0):
-        super().__init__(input_size, hidden_size_list, output_size, activation=activation,
-                         weight_init_std=weight_init_std, weight_decay_lambda=weight_decay_lambda)
+    def __init__(
+        self,
+        input_size,
+        hidden_size_list,
+        output_size,
+        activation="relu",
+        weight_init_std="relu",
+        weight_decay_lambda=0,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size_list,
+            output_size,
+            activation=activation,
+            weight_init_std=weight_init_std,
+            weight_decay_lambda=weight_decay_lambda,
+        )
 
     def predict(self, x):
         """The scores (before softmax) of a batch."""

@@ -39,8 +39,10 @@ class _BookUpdate:
     def update(self, params, grads):
         """One step of the rule, in place (numbers in ``params`` are replaced by the new numbers)."""
         if not isinstance(params, dict) or not isinstance(grads, dict):
-            raise TypeError(f"update(params, grads) takes two dicts, got {type(params).__name__} and "
-                            f"{type(grads).__name__}")
+            raise TypeError(
+                f"update(params, grads) takes two dicts, got {type(params).__name__} and "
+                f"{type(grads).__name__}"
+            )
         if getattr(params, "flat", None) is not None or all(_is_array(v) for v in params.values()):
             return super().update(params, grads)
         return self._update_numbers(params, grads)

@@ -6,8 +6,14 @@ from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, np
 
 __all__ = ["Trainer"]
 
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
-              "rmsprop": RMSprop, "adam": Adam}
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
 """The optimizers a Trainer builds by (case-insensitive) name."""
 
 
@@ -26,8 +32,20 @@ class Trainer:
     ``int(epochs · train_size / mini_batch_size)`` steps and reports the final test accuracy.
     """
 
-    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
-                 optimizer="SGD", optimizer_param=None, evaluate_sample_num_per_epoch=None, verbose=True):
+    def __init__(
+        self,
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=20,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param=None,
+        evaluate_sample_num_per_epoch=None,
+        verbose=True,
+    ):
         self.network = network
         self.verbose = verbose
         self.x_train, self.t_train = x_train, t_train

@@ -18,10 +18,10 @@ def smooth_curve(x):
     if x.ndim != 1:
         raise ValueError(f"smooth_curve needs a 1-D sequence, got shape {x.shape}")
     half = WINDOW // 2
-    padded = np.concatenate([x[WINDOW - 1:0:-1], x, x[-1:-WINDOW:-1]])
+    padded = np.concatenate([x[WINDOW - 1 : 0 : -1], x, x[-1:-WINDOW:-1]])
     w = np.kaiser(WINDOW, 2)
     y = np.convolve(w / w.sum(), padded, mode="valid")
-    return y[half:len(y) - half]
+    return y[half : len(y) - half]
 
 
 def shuffle_dataset(x, t):

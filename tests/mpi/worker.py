@@ -35,7 +35,7 @@ import numpy as np
 import gpunn
 from gpunn import distributed as dist
 
-N, FEATURES, CLASSES, BATCH = 103, 10, 4, 20   # 103 = 5 batches of 20 + one of 3 (split 2 + 1)
+N, FEATURES, CLASSES, BATCH = 103, 10, 4, 20  # 103 = 5 batches of 20 + one of 3 (split 2 + 1)
 
 
 def data(seed=0):
@@ -46,8 +46,9 @@ def data(seed=0):
 
 
 def build(device, dtype="float32", seed=7, **kw):
-    return gpunn.MLP(FEATURES, [16, 8], CLASSES, activation=["tanh", "relu"], device=device, dtype=dtype,
-                     seed=seed, **kw)
+    return gpunn.MLP(
+        FEATURES, [16, 8], CLASSES, activation=["tanh", "relu"], device=device, dtype=dtype, seed=seed, **kw
+    )
 
 
 def make_optimizer(name):
@@ -67,14 +68,29 @@ def scenario_train(out):
         for dtype, opt in (("float64", "sgd"), ("float32", "adam")):
             # the replicas start from different weights: the trainer must take rank 0's
             net = build(device, dtype, seed=7 + 100 * ctx.rank)
-            tr = gpunn.Trainer(net, make_optimizer(opt), epochs=2, batch_size=BATCH, seed=3, progress=False,
-                               verbose=True, distributed=True,
-                               checkpoint_path=out / f"ckpt-{device}-{dtype}.rank{ctx.rank}.npz")
+            tr = gpunn.Trainer(
+                net,
+                make_optimizer(opt),
+                epochs=2,
+                batch_size=BATCH,
+                seed=3,
+                progress=False,
+                verbose=True,
+                distributed=True,
+                checkpoint_path=out / f"ckpt-{device}-{dtype}.rank{ctx.rank}.npz",
+            )
             h = tr.fit(x, t, validation_data=(xv, tv))
             key = f"{device}-{dtype}-{opt}"
-            save(out, f"trainer-{key}", params=gpunn.Device.to_numpy(net.params.flat),
-                 iter_loss=np.asarray(h["iter_loss"]), loss=np.asarray(h["loss"]), acc=np.asarray(h["acc"]),
-                 val_loss=np.asarray(h["val_loss"]), val_acc=np.asarray(h["val_acc"]))
+            save(
+                out,
+                f"trainer-{key}",
+                params=gpunn.Device.to_numpy(net.params.flat),
+                iter_loss=np.asarray(h["iter_loss"]),
+                loss=np.asarray(h["loss"]),
+                acc=np.asarray(h["acc"]),
+                val_loss=np.asarray(h["val_loss"]),
+                val_acc=np.asarray(h["val_acc"]),
+            )
             results[key] = tr.step
 
     # the textbook loop by hand: sampler + allreduce_mean + broadcast_parameters
@@ -98,8 +114,9 @@ def scenario_train(out):
 
     # BatchNorm: trains, and the replicas (parameters and running statistics) stay identical
     net = build("cpu", "float64", batchnorm=True)
-    tr = gpunn.Trainer(net, gpunn.optim.SGD(lr=0.1), epochs=1, batch_size=BATCH, seed=3, progress=False,
-                       distributed=True)
+    tr = gpunn.Trainer(
+        net, gpunn.optim.SGD(lr=0.1), epochs=1, batch_size=BATCH, seed=3, progress=False, distributed=True
+    )
     tr.fit(x[:100], t[:100])
     save(out, "batchnorm", params=net.params.flat, **net.buffers)
     errors = {}
@@ -134,8 +151,17 @@ def _train_with(action, checkpoint_path=None, **init):
     x, t = data()
     net = build("cpu")
     net._gradient = _FailingGradient(net, 3, action)
-    tr = gpunn.Trainer(net, gpunn.optim.SGD(lr=0.1), epochs=2, batch_size=BATCH, seed=3, progress=False,
-                       distributed=True, checkpoint_path=checkpoint_path, checkpoint_unit="step")
+    tr = gpunn.Trainer(
+        net,
+        gpunn.optim.SGD(lr=0.1),
+        epochs=2,
+        batch_size=BATCH,
+        seed=3,
+        progress=False,
+        distributed=True,
+        checkpoint_path=checkpoint_path,
+        checkpoint_unit="step",
+    )
     start = time.monotonic()
     try:
         return tr.fit(x, t), tr
@@ -166,15 +192,24 @@ def scenario_abort(out):
 def scenario_mismatch(out):
     dist.init()
     x, t = data()
-    tr = gpunn.Trainer(build("cpu"), gpunn.optim.SGD(lr=0.1), batch_size=BATCH, seed=dist.rank(),
-                       progress=False, distributed=True)
+    tr = gpunn.Trainer(
+        build("cpu"),
+        gpunn.optim.SGD(lr=0.1),
+        batch_size=BATCH,
+        seed=dist.rank(),
+        progress=False,
+        distributed=True,
+    )
     tr.fit(x, t)
 
 
 def scenario_interrupt(out):
     h, tr = _train_with(lambda: os.kill(os.getpid(), signal.SIGINT))
-    print(f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
-          f"losses={len(h['iter_loss'])}", flush=True)
+    print(
+        f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
+        f"losses={len(h['iter_loss'])}",
+        flush=True,
+    )
 
 
 def scenario_diverge(out):
@@ -187,13 +222,25 @@ def scenario_diverge(out):
     x, t = data()
     net = build("cpu")
     net._gradient = NanLoss(net, 3, lambda: None)
-    tr = gpunn.Trainer(net, gpunn.optim.SGD(lr=0.1), epochs=2, batch_size=BATCH, seed=3, progress=False,
-                       distributed=True, checkpoint_path=out / "run.npz", checkpoint_unit="step")
+    tr = gpunn.Trainer(
+        net,
+        gpunn.optim.SGD(lr=0.1),
+        epochs=2,
+        batch_size=BATCH,
+        seed=3,
+        progress=False,
+        distributed=True,
+        checkpoint_path=out / "run.npz",
+        checkpoint_unit="step",
+    )
     try:
         tr.fit(x, t)
     except gpunn.TrainingDivergedError as exc:
-        print(f"CAUGHT rank={dist.rank()} step={exc.step} quantity={exc.quantity} steps_done={tr.step} "
-              f"losses={len(exc.history['iter_loss'])}: {exc}", flush=True)
+        print(
+            f"CAUGHT rank={dist.rank()} step={exc.step} quantity={exc.quantity} steps_done={tr.step} "
+            f"losses={len(exc.history['iter_loss'])}: {exc}",
+            flush=True,
+        )
 
 
 def scenario_disagree(out, what):
@@ -204,8 +251,9 @@ def scenario_disagree(out, what):
         x = x.copy()
         x[3:83:2] += 1  # 40 rows, most of them outside any 16-row sample
     kw = {"activation": "relu" if what == "activation" and other else "tanh"}
-    net = gpunn.MLP(FEATURES, [16, 8], CLASSES, seed=7, dtype="float64" if what == "dtype" and other else
-                    "float32", **kw)
+    net = gpunn.MLP(
+        FEATURES, [16, 8], CLASSES, seed=7, dtype="float64" if what == "dtype" and other else "float32", **kw
+    )
     opt = gpunn.optim.SGD(lr=0.5 if what == "lr" and other else 0.1)
     if what == "optimizer" and other:
         opt = gpunn.optim.Momentum(lr=0.1)
@@ -217,12 +265,24 @@ def scenario_ckpt_rank0(out):
     dist.init()
     x, t = data()
     path = out / "run.npz" if dist.rank() == 0 else None
-    tr = gpunn.Trainer(build("cpu"), gpunn.optim.SGD(lr=0.1), epochs=2, batch_size=BATCH, seed=3,
-                       progress=False, distributed=True, checkpoint_path=path, checkpoint_unit="step",
-                       checkpoint_every=2)
+    tr = gpunn.Trainer(
+        build("cpu"),
+        gpunn.optim.SGD(lr=0.1),
+        epochs=2,
+        batch_size=BATCH,
+        seed=3,
+        progress=False,
+        distributed=True,
+        checkpoint_path=path,
+        checkpoint_unit="step",
+        checkpoint_every=2,
+    )
     h = tr.fit(x, t)
-    print(f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
-          f"losses={len(h['iter_loss'])}", flush=True)
+    print(
+        f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
+        f"losses={len(h['iter_loss'])}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
