@@ -95,7 +95,7 @@ def bash_check(line: str, mnist_dir: Path) -> str:
             continue  # this is the suite itself
         words = shlex.split(part)
         if words[0] == "mpirun":  # the launcher needs MPI; the script it launches is checked
-            words = words[words.index("python"):]
+            words = words[words.index("python") :]
         assert words[0] == "python" and words[1].endswith(".py"), f"no rule for README line: {line}"
         script = words[1]
         assert (ROOT / script).is_file(), f"README names {script}, which does not exist"
