@@ -115,6 +115,16 @@ def test_periodic_checkpoint_never_saves_non_finite_parameters(tmp_path, guard):
     assert ckpt.read_metadata(path)["trainer"]["step"] == 1
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler, as in a terminal: a test runner started in the background (or by a
+    CI without a terminal) may inherit SIGINT ignored, and then a real Ctrl-C never reaches Python."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+@pytest.mark.usefixtures("default_sigint")
 def test_ctrl_c_stops_at_the_step_boundary(tmp_path, capsys):
     """A real SIGINT in the middle of step 5: the step completes, the run stops, is saved, and
     continues (in this process, or from the file) exactly as if never interrupted."""
@@ -140,6 +150,7 @@ def test_ctrl_c_stops_at_the_step_boundary(tmp_path, capsys):
     assert again["iter_loss"] == ref and again["interrupted"] is False
 
 
+@pytest.mark.usefixtures("default_sigint")
 def test_second_ctrl_c_stops_at_once():
     tr = trainer()
 
