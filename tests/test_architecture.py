@@ -62,3 +62,34 @@ def test_kernels_install_inside_the_package(tmp_path):
 def test_public_api():
     for name in ("MLP", "Trainer", "device", "optim", "datasets"):
         assert hasattr(gpunn, name)
+
+
+def test_cuda_kernels_are_launched_only_through_kernels_launch():
+    """The device boundary: ``gpunn.kernels.launch`` is the one place that launches a CUDA kernel (it
+    picks the GPU, the stream and the grid and records the signatures the compile gate checks).  So
+    only the ``*_cuda.py`` kernel modules, ``kernels/__init__.py`` (launch, stream),
+    ``kernels/compile_check.py`` and the backend's GPU probe import numba.cuda, and nothing but
+    ``kernels/__init__.py`` looks a raw kernel up with ``cuda_kernel``."""
+    allowed = {ROOT / "kernels" / "__init__.py", ROOT / "kernels" / "compile_check.py", BACKEND}
+    importers, lookups = [], []
+    for path in PACKAGE_FILES:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names = set(_imported_modules(path)) | {
+            f"{n.module}.{a.name}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module
+            for a in n.names
+        }
+        if any(m == "numba.cuda" or m.startswith("numba.cuda.") for m in names):
+            if path not in allowed and not path.name.endswith("_cuda.py"):
+                importers.append(str(path.relative_to(ROOT)))
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "cuda_kernel"
+        ]
+        if calls and path != ROOT / "kernels" / "__init__.py":
+            lookups.append(str(path.relative_to(ROOT)))
+    assert not importers, f"modules importing numba.cuda outside the device boundary: {importers}"
+    assert not lookups, f"modules launching raw CUDA kernels instead of gpunn.kernels.launch: {lookups}"
+    assert any(p.name.endswith("_cuda.py") for p in PACKAGE_FILES)  # the scan sees the kernel modules
