@@ -205,18 +205,10 @@ def _check_declared_sizes(p, meta, headers):
     cfg = m.get("config")
     if not isinstance(cfg, dict):
         return  # (load_model refuses it)
-    from .validate import positive_int
+    from .mlp import layer_sizes
 
     try:
-        hidden = cfg.get("hidden_sizes", [])
-        hidden = [hidden] if isinstance(hidden, int) else hidden
-        if not isinstance(hidden, list):
-            raise ValueError(f"hidden_sizes must be a list, got {hidden!r}")
-        sizes = [
-            positive_int("input_size", cfg.get("input_size")),
-            *(positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden)),
-            positive_int("output_size", cfg.get("output_size")),
-        ]
+        sizes = layer_sizes(cfg.get("input_size"), cfg.get("hidden_sizes", []), cfg.get("output_size"))
     except ValueError as exc:
         raise CheckpointError(p, f"bad model config: {exc}") from None
     n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))

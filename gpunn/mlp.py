@@ -119,7 +119,7 @@ class MLP:
         self.device = dev = get_device(device)
         self.dtype = dev.dtype(dtype)
         self.xp = dev.xp
-        self.sizes = sizes = _layer_sizes(input_size, hidden_sizes, output_size)
+        self.sizes = sizes = layer_sizes(input_size, hidden_sizes, output_size)
         n_hidden = len(sizes) - 2
         self.activations = _per_layer("activation", activation, n_hidden)
         inits = _per_layer("init", init, n_hidden + 1)
@@ -457,7 +457,7 @@ def _flags(**flags):
     return tuple(flags.values())
 
 
-def _layer_sizes(input_size, hidden_sizes, output_size) -> list:
+def layer_sizes(input_size, hidden_sizes, output_size) -> list:
     """``[input_size, *hidden_sizes, output_size]`` as Python ints (NumPy integers and a 1-D integer
     array of hidden sizes accepted), or a ValueError naming the bad size."""
     if isinstance(hidden_sizes, numbers.Integral) and not isinstance(hidden_sizes, bool):
