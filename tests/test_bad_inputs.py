@@ -41,11 +41,9 @@ def mlp(**kw):
 
 
 def other_device(a):
-    """``a`` on a GPU (the second simulated GPU, or a real one): an array of another device than the
-    CPU models these cases build."""
-    return gpunn.device(
-        "cuda:1" if gpunn.device("cuda:1", strict=False).is_cuda else "cuda", strict=True
-    ).to_device(a)
+    """``a`` on the GPU (simulated, or a real one): an array of another device than the CPU models
+    these cases build."""
+    return gpunn.device("cuda", strict=True).to_device(a)
 
 
 def case(fn, err, match, id):
