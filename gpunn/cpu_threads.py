@@ -7,13 +7,15 @@ The policy (the measurements behind it are in benchmarks/RESULTS.md):
   the launcher's environment, or set exactly by :func:`gpunn.distributed.init`), and capped by the
   BLAS thread count the process started with (``OPENBLAS_NUM_THREADS`` and the like still work) and
   by :func:`set_max_threads`.
-* **GEMMs** (:func:`gemm`): single-threaded below ``GEMM_PARALLEL_MIN`` multiply-adds (m·k·n),
-  where a second thread saves a few µs on an idle machine but costs milliseconds when its core is
-  busy.  Larger ones use all of this process's cores in training (forward and backward of a
-  training step): the shape alone decides, never the load, because OpenBLAS's results depend on
-  its thread count and a model must not change its bits with the machine's load.  Evaluation
-  GEMMs (``predict``, ``accuracy``, validation), whose results feed no parameter, use only the
-  :func:`budget` (a 2-thread OpenBLAS GEMM stalls at every internal sync on a busy core).
+* **GEMMs** (:func:`gemm_threads`): those of at most ``GEMM_SERIAL_MAX`` multiply-adds (m·k·n)
+  pass straight through (OpenBLAS runs them on the calling thread at any thread count: same bits,
+  same time).  The others use :func:`budget` threads, the cores idle or already ours: a second
+  thread makes a 64×784×64 GEMM 1.7× faster on an idle machine, and costs milliseconds per GEMM
+  when its core is busy.  OpenBLAS's summation order depends on its thread count, so with this
+  adaptivity a GEMM's last bits may follow the machine's load.  :func:`set_reproducible` (or
+  ``GPUNN_REPRODUCIBLE=1``) fixes the count by shape instead -- one thread below
+  ``GEMM_PARALLEL_MIN`` multiply-adds, :func:`cores` above -- so that a run's bits never depend on
+  the load (bit-exact resume across loads, the test suite).
 * **gpunn's own parallel kernels** (Numba ``prange`` loops above a size, BatchNorm's row chunks on
   gpunn's helper threads): at most :func:`budget` threads, the cores that are idle or already ours
   (sampled from ``/proc/stat`` at most every ``SAMPLE_S`` seconds), so a core taken by another
@@ -33,9 +35,14 @@ import os
 import threading
 import time
 
+GEMM_SERIAL_MAX = 1 << 18  # 262,144: e.g. 64×64×64
+"""GEMMs of at most this many multiply-adds (m·k·n) run on the calling thread whatever the BLAS
+thread count (OpenBLAS threads from 2 × 65,536 × ``GEMM_MULTITHREAD_THRESHOLD`` (4)); gpunn lets them
+through without its gate.  Measured in ``benchmarks/RESULTS.md``: same bits and time at 1 and 2 threads."""
+
 GEMM_PARALLEL_MIN = 1 << 25  # 33.5M: e.g. 256×256×512
-"""GEMMs with fewer multiply-adds (m·k·n) than this run on one BLAS thread (see the module docstring;
-measured in ``benchmarks/RESULTS.md``)."""
+"""In reproducible mode (:func:`set_reproducible`), GEMMs with fewer multiply-adds than this run on
+one BLAS thread and larger ones on :func:`cores` (the shape alone decides)."""
 
 SAMPLE_S = 0.25
 """Seconds between two samples of the machine's idle cores (:func:`budget`)."""
@@ -52,6 +59,7 @@ _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (o
 
 _local_ranks: int | None = None
 _max_threads: int | None = None
+_reproducible = os.environ.get("GPUNN_REPRODUCIBLE", "") not in ("", "0")
 
 
 def _env_local_ranks() -> int:
@@ -66,14 +74,33 @@ def set_local_ranks(n: int) -> None:
     """Tell the policy that ``n`` processes of one job share this machine (gpunn.distributed does)."""
     global _local_ranks
     _local_ranks = max(1, int(n))
-    _cores.cache = None
+    _policy_changed()
 
 
 def set_max_threads(n: int | None) -> None:
     """Use at most ``n`` threads (``None``: no cap beyond the policy's)."""
     global _max_threads
     _max_threads = None if n is None else max(1, int(n))
+    _policy_changed()
+
+
+def _policy_changed() -> None:
+    """Forget what was derived from the core count (call it with no GEMM of this process running)."""
     _cores.cache = None
+    _blas.single = False
+
+
+def set_reproducible(on: bool = True) -> None:
+    """Fix each GEMM's BLAS thread count by its shape (``on``), so that results never depend on the
+    machine's load, or let GEMMs follow the idle cores (``False``, the default unless the environment
+    sets ``GPUNN_REPRODUCIBLE=1``).  See the module docstring."""
+    global _reproducible
+    _reproducible = bool(on)
+
+
+def reproducible() -> bool:
+    """Whether GEMM thread counts follow shapes only (:func:`set_reproducible`)."""
+    return _reproducible
 
 
 def _cores() -> int:
@@ -139,6 +166,7 @@ class _Load:
 
 
 _load = _Load()
+_load.sample(time.monotonic())  # the first sample at import: the load is known SAMPLE_S later
 
 
 def budget() -> int:
@@ -210,6 +238,7 @@ class _Blas:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.sections = {}
+        self.single = False  # one core for this process and BLAS set to 1 thread: no gate needed
 
     def _load(self):
         if self.libs is None:
@@ -309,37 +338,45 @@ _blas = _Blas()
 _NO_SECTION = _NoSection()
 
 
-def gemm_threads(m: int, k: int, n: int, train: bool = True) -> int:
-    """BLAS threads for an (m×k)·(k×n) product: 1 below ``GEMM_PARALLEL_MIN`` multiply-adds; else
-    :func:`cores` in training (the shape alone decides: the model's bits must not depend on the
-    load), :func:`budget` in evaluation (outputs only: their last bits may follow the idle cores)."""
-    if m * k * n < GEMM_PARALLEL_MIN:
-        return 1
-    return _cores() if train else budget()
+def gemm_threads(m: int, k: int, n: int, train: bool = True) -> int | None:
+    """BLAS threads for an (m×k)·(k×n) product: ``None`` (any count: BLAS runs it on the calling
+    thread) up to ``GEMM_SERIAL_MAX`` multiply-adds; else :func:`budget`, or in reproducible mode 1
+    below ``GEMM_PARALLEL_MIN`` and :func:`cores` above in training (evaluation GEMMs, whose results
+    feed no parameter, always follow :func:`budget`)."""
+    macs = m * k * n
+    if macs <= GEMM_SERIAL_MAX:
+        return None
+    if not _reproducible or not train:
+        return budget()
+    return 1 if macs < GEMM_PARALLEL_MIN else _cores()
 
 
 def matmul(matmul_fn, a, b, out=None, train: bool = True):
     """``matmul_fn(a, b, out=out)`` (the host's ``matmul``) with the BLAS thread count of
-    :func:`gemm`: what :class:`gpunn.layers.Affine` calls for every host GEMM.  The same gate as
-    :func:`gemm`, with its common case (the count unchanged, nobody waiting) inline: a training step
-    makes up to 8 GEMMs, and this is ~0.5 µs cheaper a GEMM than the ``with`` form."""
+    :func:`gemm_threads`: what :class:`gpunn.layers.Affine` calls for every host GEMM.  The gate of
+    :func:`gemm` with its common cases inline (a training step makes up to 8 GEMMs): GEMMs that
+    need no thread count, and every GEMM once this process has one core (BLAS then stays on 1)."""
     blas = _blas
+    m, k = a.shape
+    if blas.single or m * k * b.shape[1] <= GEMM_SERIAL_MAX:
+        return matmul_fn(a, b, out=out)
     libs = blas.libs if blas.libs is not None else blas._load()
     if not libs:
         return matmul_fn(a, b, out=out)
-    t = gemm_threads(a.shape[0], a.shape[1], b.shape[1], train)
+    t = gemm_threads(m, k, b.shape[1], train)
     lock = blas.lock
-    lock.acquire()
-    if blas.current == t and not blas.queue:
-        blas.active += 1
-        lock.release()
-    else:
-        lock.release()
+    with lock:
+        fast = blas.current == t and not blas.queue
+        if fast:
+            blas.active += 1
+    if not fast:
         blas.enter(t)
     try:
         return matmul_fn(a, b, out=out)
     finally:
         blas.leave()
+        if t == 1 and _cores() == 1:  # every GEMM wants 1 thread from now on, and BLAS has it
+            blas.single = True
 
 
 def gemm(m: int, k: int, n: int, train: bool = True):
@@ -348,6 +385,7 @@ def gemm(m: int, k: int, n: int, train: bool = True):
     with cpu_threads.gemm(m, k, n):
         numpy.matmul(a, b, out=out)
     """
-    if not _blas.available():
+    t = gemm_threads(m, k, n, train)
+    if t is None or not _blas.available():
         return _NO_SECTION
-    return _blas.section(gemm_threads(m, k, n, train))
+    return _blas.section(t)

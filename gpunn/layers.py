@@ -85,6 +85,7 @@ class Affine(Layer):
         super().__init__(xp, dev)
         self.W, self.b, self.dW, self.db = W, b, dW, db
         self.x = None
+        self._host = xp is host_xp()  # host GEMMs go through gpunn.cpu_threads.matmul
         self.bias_deferred = False  # fast path: the next activation adds b and computes db
         self.need_dx = True  # fast path: False for a first layer (∂L/∂x unused)
 
@@ -114,8 +115,8 @@ class Affine(Layer):
 
     def _mm(self, a, b, out=None, train=True):
         """``a @ b`` (into ``out`` when given); on the host with the BLAS thread count of
-        :func:`gpunn.cpu_threads.gemm` (one thread for small GEMMs, see there for ``train``)."""
-        if self.xp is host_xp():
+        :func:`gpunn.cpu_threads.gemm_threads` (see there for ``train``)."""
+        if self._host:
             return cpu_threads.matmul(self.xp.matmul, a, b, out, train)
         return self.xp.matmul(a, b, out=out)
 

@@ -5,12 +5,17 @@
   simulator).  ``NUMBA_ENABLE_CUDASIM=1`` is set here, before anything imports numba.
 * ``GPUNN_TEST_DEVICE=cuda``: the same tests run on the real GPU (no simulator), strictly: a
   missing GPU is an error, not a fallback.
+* ``GPUNN_REPRODUCIBLE=1``: GEMM thread counts follow shapes only, not the machine's load.
 * The argument types of every CUDA kernel launch of the session are recorded
   (``gpunn.kernels.record_signatures``), and ``test_cuda_compile.py`` -- the real-compiler gate,
   which compiles them all -- runs last.
 """
 
 import os
+
+# GEMM thread counts by shape only (gpunn.cpu_threads.set_reproducible): the suite compares runs bit
+# for bit, which must not depend on the machine's load; subprocesses inherit it
+os.environ.setdefault("GPUNN_REPRODUCIBLE", "1")
 
 REAL_GPU = os.environ.get("GPUNN_TEST_DEVICE", "").lower() == "cuda"
 if not REAL_GPU:

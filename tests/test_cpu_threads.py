@@ -1,6 +1,6 @@
 """gpunn.cpu_threads: the thread policy, models trained from several Python threads at once, and
 gpunn's own kernels giving the same bits whatever their thread count (GEMMs excluded: OpenBLAS's
-results depend on its thread count, which the policy fixes per shape)."""
+results depend on its thread count, which reproducible mode fixes per shape)."""
 
 import threading
 
@@ -17,20 +17,67 @@ from gpunn import cpu_threads
 
 
 # -- the policy -----------------------------------------------------------------------------------
-def test_small_gemms_run_on_one_thread_and_large_ones_on_all_cores():
+@pytest.fixture
+def policy():
+    """Restore the policy's process-wide settings after a test changes them."""
+    saved = cpu_threads.reproducible()
+    yield cpu_threads
+    cpu_threads.set_local_ranks(cpu_threads._env_local_ranks())
+    cpu_threads._local_ranks = None
+    cpu_threads.set_max_threads(None)
+    cpu_threads.set_reproducible(saved)
+
+
+def test_the_suite_runs_in_reproducible_mode():
+    """tests/conftest.py sets GPUNN_REPRODUCIBLE=1: the suite's bit-for-bit comparisons must not
+    depend on the machine's load."""
+    assert cpu_threads.reproducible()
+
+
+def test_reproducible_mode_sizes_gemm_threads_by_shape_only(policy, monkeypatch):
+    policy.set_reproducible(True)
+    monkeypatch.setattr(cpu_threads, "budget", lambda: pytest.fail("the load was consulted"))
     big = cpu_threads.GEMM_PARALLEL_MIN
     assert cpu_threads.gemm_threads(64, 784, 64) == 1
     assert cpu_threads.gemm_threads(big, 1, 1) == cpu_threads.cores()
     assert cpu_threads.gemm_threads(big - 1, 1, 1) == 1
 
 
-@pytest.fixture
-def policy():
-    """Restore the policy's process-wide settings after a test changes them."""
-    yield cpu_threads
-    cpu_threads.set_local_ranks(cpu_threads._env_local_ranks())
-    cpu_threads._local_ranks = None
-    cpu_threads.set_max_threads(None)
+@pytest.mark.parametrize("idle_cores", [1, 2, 3])
+def test_by_default_gemms_follow_the_idle_cores(policy, monkeypatch, idle_cores):
+    policy.set_reproducible(False)
+    monkeypatch.setattr(cpu_threads, "budget", lambda: idle_cores)
+    assert cpu_threads.gemm_threads(64, 784, 64) == idle_cores
+    assert cpu_threads.gemm_threads(cpu_threads.GEMM_PARALLEL_MIN, 1, 1) == idle_cores
+
+
+@pytest.mark.parametrize("reproducible", [True, False])
+def test_gemms_blas_runs_on_the_calling_thread_need_no_thread_count(policy, reproducible):
+    policy.set_reproducible(reproducible)
+    limit = cpu_threads.GEMM_SERIAL_MAX
+    assert cpu_threads.gemm_threads(64, 64, 64) is None and 64**3 == limit
+    assert cpu_threads.gemm_threads(limit + 1, 1, 1) is not None
+
+
+def test_with_one_core_the_blas_gate_is_set_once_then_skipped(policy):
+    if not cpu_threads._blas.available():
+        pytest.skip("no BLAS threadpoolctl can control")
+    a = np.ones((64, 784), np.float32)
+    b = np.ones((784, 64), np.float32)
+    policy.set_max_threads(1)
+    assert not cpu_threads._blas.single
+    cpu_threads.matmul(np.matmul, a, b)
+    assert cpu_threads._blas.single and cpu_threads._blas.current == 1
+    entered = []
+    real_enter = cpu_threads._blas.enter
+    cpu_threads._blas.enter = lambda n: (entered.append(n), real_enter(n))
+    try:
+        np.testing.assert_array_equal(cpu_threads.matmul(np.matmul, a, b), a @ b)
+    finally:
+        del cpu_threads._blas.enter
+    assert entered == []
+    policy.set_max_threads(None)  # more cores again: the gate is back
+    assert not cpu_threads._blas.single
 
 
 def test_ranks_on_one_machine_share_its_cores(policy, monkeypatch):
