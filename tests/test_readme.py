@@ -116,6 +116,14 @@ def test_bash_blocks(mnist_dir):
     assert sum(d.startswith("checked") for d in done) > 0
 
 
+def test_the_examples_table_names_every_example_and_only_existing_ones():
+    section = README.read_text().split("## Examples", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"[`/](\w+\.py)", section))
+    present = {p.name for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_")}
+    assert named - present == set(), f"the README's examples table names missing scripts: {named - present}"
+    assert present - named == set(), f"examples the README does not list: {present - named}"
+
+
 def test_scripts_named_in_readme_exist():
     named = set(re.findall(r"python (?:-m \S+ )?([\w./-]+\.py)", README.read_text()))
     assert named, "the README names no script"
