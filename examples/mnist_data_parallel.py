@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - start
     say(
         f"{ctx.world_size} processes, device {net.device.name} on rank 0: test accuracy "
-        f"{history['val_acc'][-1]:.4f} after {len(history['loss'])} epochs, wall time {seconds:.1f} s "
+        f"{history['val_acc'][-1]:.4f} after {len(history['loss'])} epochs, wall time {seconds:.2f} s "
         f"({len(xtr) * len(history['loss']) / seconds:,.0f} samples/s)"
     )
     return {"test_acc": history["val_acc"][-1], "seconds": seconds, "history": history}

@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     test_acc = net.accuracy(xte, tte)
     print(
         f"device {net.device.name}: test accuracy {test_acc:.4f} after {args.epochs} epochs, "
-        f"wall time {seconds:.1f} s ({len(xtr) * args.epochs / seconds:,.0f} samples/s)"
+        f"wall time {seconds:.2f} s ({len(xtr) * args.epochs / seconds:,.0f} samples/s)"
     )
     if not args.no_plot:
         print(f"learning curves: {plot(history, Path(args.out) / 'mnist_mlp_curves.png', net.device.name)}")
