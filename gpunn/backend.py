@@ -105,6 +105,8 @@ def on_device(method):
 
 def is_device_array(a) -> bool:
     """True for an array in GPU memory: a CuPy array, or a :mod:`gpunn.simcupy` one under the simulator."""
+    if isinstance(a, numpy.ndarray):  # the common case first (neither kind is a NumPy subclass)
+        return False
     from . import simcupy
 
     if isinstance(a, simcupy.ndarray):

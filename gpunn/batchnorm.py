@@ -41,8 +41,6 @@ from __future__ import annotations
 
 from .backend import Device, empty_aligned, host_xp, on_device
 from .backend import device as get_device
-from .kernels import batchnorm as _cpu
-from .kernels import elementwise_grid, launch, sm_count
 from .layers import Layer
 from .validate import check_hyper, positive_int
 
@@ -52,7 +50,6 @@ __all__ = [
     "MOMENTUM",
     "batchnorm_forward_reference",
     "batchnorm_backward_reference",
-    "tile_shape",
 ]
 
 EPS = 1e-5
@@ -60,26 +57,6 @@ EPS = 1e-5
 
 MOMENTUM = 0.1
 """Default weight of the new batch in the running statistics (PyTorch's; Saito's 0.9 ≙ 0.1 here)."""
-
-
-def tile_shape(dev, n_features: int) -> tuple[int, tuple[int, int]]:
-    """``(blocks, (W, TY))`` of a CUDA BatchNorm reduction launch: ``W`` features per block, ``TY``
-    row lanes (a power of two), ``W·TY`` ≤ 256 threads.
-
-    On a GPU, the widest tile (32, 16 or 8 features: whole 128/64/32-byte segments of a row) that
-    still gives at least two blocks per SM, with 256 threads per block.  In the simulator (one OS
-    thread per CUDA thread) 8 × 4 threads."""
-    if dev.simulated:
-        W, TY = 8, 4
-    else:
-        target = 2 * sm_count(dev)
-        W = 8
-        for w in (32, 16):
-            if -(-n_features // w) >= target:
-                W = w
-                break
-        TY = 256 // W
-    return -(-n_features // W), (W, TY)
 
 
 class BatchNorm(Layer):
@@ -110,8 +87,7 @@ class BatchNorm(Layer):
         running_var_init: float = 1.0,
     ):
         dev = get_device(dev)
-        super().__init__(dev.xp)
-        self.dev = dev
+        super().__init__(dev.xp, dev)
         self.num_features = C = positive_int("num_features", num_features)
         self.eps = check_hyper("eps", eps, low=0, low_open=True)
         self.momentum = check_hyper("momentum", momentum, low=0, high=1)
@@ -139,8 +115,7 @@ class BatchNorm(Layer):
             self.running_mean, self.running_var = own(running_mean, 0), own(running_var, running_var_init)
             self.mean = xp.zeros(C, dtype=dt)  # the last training batch's μ (saved for backward)
             self.invstd = xp.zeros(C, dtype=dt)  # and its 1/√(σ² + ε)
-        self._scale = None  # CPU evaluation scratch (C,)
-        self._work = {}  # CPU scratch per segment count
+        self._work = {}  # scratch of the CPU operations (gpunn.kernels.cpu_ops fills it)
         self.x = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -162,15 +137,6 @@ class BatchNorm(Layer):
                 f"BatchNorm: {what} is {self.dev.array_kind(x)}, the layer lives on {self.dev.name}"
             )
         return self.xp.ascontiguousarray(x)
-
-    def _workspace(self, n_rows):
-        """The CPU kernels' scratch for ``n_rows``: float64 (segments, 2, C), array dtype (segments, 3, C)."""
-        k = _cpu.n_segments(n_rows, self.num_features)
-        w = self._work.get(k)
-        if w is None:
-            xp, C = self.xp, self.num_features
-            w = self._work[k] = (xp.empty((k, 2, C), dtype="float64"), xp.empty((k, 3, C), dtype=self.dtype))
-        return w
 
     # -- forward / backward ---------------------------------------------------------------------
     def _out(self, key, like):
@@ -197,39 +163,11 @@ class BatchNorm(Layer):
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var, self.mean, self.invstd, y)
             hyper = (s(self.eps), s(self.momentum), s(1.0 - self.momentum))
             ddof = Device.scalar(1 if self.unbiased else 0, "int64")
-            if self.dev.is_cuda:
-                launch(
-                    self.dev,
-                    "batchnorm",
-                    "forward_train",
-                    tile_shape(self.dev, self.num_features),
-                    *args,
-                    *hyper,
-                    ddof,
-                    s(0),
-                )
-            else:
-                _cpu.forward_train_cpu(*args, *self._workspace(n), *hyper, ddof)
+            self.ops.batchnorm_forward_train(self.dev, *args, *hyper, ddof, self._work)
             self.x = x
         else:
             args = (x, self.gamma, self.beta, self.running_mean, self.running_var)
-            if self.dev.is_cuda:
-                launch(
-                    self.dev,
-                    "batchnorm",
-                    "forward_eval",
-                    elementwise_grid(self.dev, x.size),
-                    *args,
-                    y,
-                    s(self.eps),
-                    s(1),
-                )
-            else:
-                if self._scale is None:
-                    self._scale = self.xp.empty(self.num_features, dtype=self.dtype)
-                _cpu.forward_eval_cpu(
-                    *args, self._scale, y, s(self.eps), s(1), _cpu.n_row_chunks(n, self.num_features)
-                )
+            self.ops.batchnorm_forward_eval(self.dev, *args, y, s(self.eps), self._work)
             self.x = None
         return y
 
@@ -247,18 +185,7 @@ class BatchNorm(Layer):
         dx = self._out("dx", x)
         args = (dout, x, self.gamma, self.mean, self.invstd, dx, self.dgamma, self.dbeta)
         inv_n = self._scalar(1.0 / x.shape[0])
-        if self.dev.is_cuda:
-            launch(
-                self.dev,
-                "batchnorm",
-                "backward",
-                tile_shape(self.dev, self.num_features),
-                *args,
-                inv_n,
-                self._scalar(0),
-            )
-        else:
-            _cpu.backward_cpu(*args, *self._workspace(x.shape[0]), inv_n)
+        self.ops.batchnorm_backward(self.dev, *args, inv_n, self._work)
         return dx
 
     def __repr__(self):

@@ -9,7 +9,8 @@ Every layer gets its array namespace ``xp`` (NumPy or CuPy) from the device; non
 
 **Fast path.**  A layer built without a device (``Sigmoid(xp)``) runs the textbook's array code
 (the reference).  A layer given its device (``dev=``, as :class:`~gpunn.MLP` does unless
-``fused=False``) runs fused Numba kernels (``gpunn.kernels.activations``, CPU or CUDA) and reuses
+``fused=False``) runs fused Numba kernels (``gpunn.kernels.activations``, CPU or CUDA, through
+:func:`gpunn.kernels.ops`) and reuses
 preallocated buffers per batch size; inside an MLP it also works in place (``inplace``): an
 activation overwrites its input and its incoming gradient, a hidden Affine leaves its bias to the
 activation after it (``act.bias``: one bias + activation kernel, one activation-gradient + bias
@@ -21,9 +22,8 @@ from __future__ import annotations
 import math
 
 from . import cpu_threads
-from .backend import Device, empty_aligned, host_xp
-from .kernels import activations as _cpu
-from .kernels import elementwise_grid, launch
+from .backend import empty_aligned, host_xp
+from .kernels import ops
 
 __all__ = [
     "Layer",
@@ -41,7 +41,8 @@ __all__ = [
 
 
 class Layer:
-    """A differentiable step of a network (``dev``: run the fused kernels of that device).
+    """A differentiable step of a network (``dev``: run the fused kernels of that device, through its
+    kernel operations ``ops``, :func:`gpunn.kernels.ops`).
 
     ``is_activation``: whether the layer is a hidden layer's activation (``MLP`` puts a layer's
     Dropout after it, and finds it by this attribute; :func:`get_activation` sets it on any layer it
@@ -52,6 +53,7 @@ class Layer:
     def __init__(self, xp, dev=None):
         self.xp = xp
         self.dev = dev
+        self.ops = None if dev is None else ops(dev)  # the kernel operations of dev
         self.inplace = False
         self._bufs = {}
 
@@ -98,7 +100,7 @@ class Affine(Layer):
         out = self._buf("out", (x.shape[0], self.W.shape[1]), self.W.dtype) if self.inplace else None
         out = self._mm(x, self.W, out, train)
         if not self.bias_deferred:
-            _fast.add_bias(self.dev, out, self.b)
+            self.ops.add_bias(self.dev, out, self.b)
         return out
 
     def backward(self, dout):
@@ -107,7 +109,7 @@ class Affine(Layer):
             self.xp.sum(dout, axis=0, out=self.db)
             return self._mm(dout, self.W.T)
         if not self.bias_deferred:
-            _fast.col_sum(self.dev, dout, self.db)
+            self.ops.col_sum(self.dev, dout, self.db)
         if not self.need_dx:
             return None
         dx = self._buf("dx", (dout.shape[0], self.W.shape[0]), dout.dtype) if self.inplace else None
@@ -159,9 +161,9 @@ class _Activation(Layer):
         else:
             out = x if self.inplace else self.xp.empty_like(x)
         if self.bias is not None:
-            _fast.bias_act(self.dev, x, self.bias, out, self.KIND, self.slope)
+            self.ops.bias_act(self.dev, x, self.bias, out, self.KIND, self.slope)
         else:
-            _fast.act(self.dev, x, out, self.KIND, self.slope)
+            self.ops.act(self.dev, x, out, self.KIND, self.slope)
         self.out = out
         return out
 
@@ -171,9 +173,9 @@ class _Activation(Layer):
         dz = dout if self.inplace else self.xp.empty_like(dout)
         a = self.x if self.GRAD_FROM == "input" else self.out
         if self.db is not None:
-            _fast.act_grad_bias(self.dev, dout, a, dz, self.db, self.KIND, self.slope)
+            self.ops.act_grad_bias(self.dev, dout, a, dz, self.db, self.KIND, self.slope)
         else:
-            _fast.act_grad(self.dev, dout, a, dz, self.KIND, self.slope)
+            self.ops.act_grad(self.dev, dout, a, dz, self.KIND, self.slope)
         return dz
 
 
@@ -324,84 +326,3 @@ def softmax(xp, z):
     xp.exp(e, out=e)
     e /= e.sum(axis=1, keepdims=True)
     return e
-
-
-class _fast:
-    """Launchers of the fused kernels (``gpunn.kernels.activations``) on a device: CPU calls the
-    serial Numba kernels, CUDA launches ``activations_cuda`` on CuPy's current stream."""
-
-    _consts = {}
-
-    @staticmethod
-    def consts(dtype, slope=0.0):
-        """(½, 1, 0, slope) as scalars of ``dtype`` (no float64 promotion in float32 kernels)."""
-        c = _fast._consts.get((dtype, slope))
-        if c is None:
-            c = _fast._consts[(dtype, slope)] = tuple(Device.scalar(v, dtype) for v in (0.5, 1.0, 0.0, slope))
-        return c
-
-    @staticmethod
-    def _launch(dev, name, n, *args):
-        if n:
-            launch(dev, "activations", name, elementwise_grid(dev, n), *args)
-
-    @staticmethod
-    def add_bias(dev, z, b):
-        if dev.is_cuda:
-            _fast._launch(dev, "add_bias", z.size, z, b)
-        else:
-            _cpu.add_bias_cpu(z, b)
-
-    @staticmethod
-    def col_sum(dev, d, db):
-        if dev.is_cuda:
-            _fast._launch(dev, "col_sum", db.size, d, db, _fast.consts(d.dtype)[2])
-        else:
-            _cpu.col_sum_cpu(d, db, _fast.consts(d.dtype)[2])
-
-    @staticmethod
-    def _tanh_cpu(dev, out, kind, half, one):
-        """Sigmoid/tanh on the CPU after the affine part is in ``out``: NumPy's SIMD tanh."""
-        dev.xp.tanh(out, out=out)
-        if kind == 1:
-            _cpu.sigmoid_finish_cpu(out.reshape(-1), half, one)
-
-    @staticmethod
-    def bias_act(dev, z, b, out, kind, slope):
-        half, one, zero, s = _fast.consts(z.dtype, slope)
-        if dev.is_cuda:
-            _fast._launch(dev, "bias_act", z.size, z, b, out, kind, s, half, one, zero)
-        elif kind in (1, 2):
-            _cpu.bias_scale_cpu(z, b, out, half if kind == 1 else one)
-            _fast._tanh_cpu(dev, out, kind, half, one)
-        else:
-            _cpu.bias_act_cpu(z, b, out, kind, s, half, one, zero)
-
-    @staticmethod
-    def act(dev, z, out, kind, slope):
-        half, one, zero, s = _fast.consts(z.dtype, slope)
-        if dev.is_cuda:
-            _fast._launch(dev, "act", z.size, z.reshape(-1), out.reshape(-1), kind, s, half, one, zero)
-        elif kind in (1, 2):
-            dev.xp.multiply(z, half if kind == 1 else one, out=out)
-            _fast._tanh_cpu(dev, out, kind, half, one)
-        else:
-            _cpu.act_cpu(z.reshape(-1), out.reshape(-1), kind, s, half, one, zero)
-
-    @staticmethod
-    def act_grad(dev, d, a, dz, kind, slope):
-        half, one, zero, s = _fast.consts(d.dtype, slope)
-        args = (d.reshape(-1), a.reshape(-1), dz.reshape(-1), kind, s, one, zero)
-        if dev.is_cuda:
-            _fast._launch(dev, "act_grad", d.size, *args)
-        else:
-            _cpu.act_grad_cpu(*args)
-
-    @staticmethod
-    def act_grad_bias(dev, d, a, dz, db, kind, slope):
-        if dev.is_cuda:
-            _fast.act_grad(dev, d, a, dz, kind, slope)
-            _fast.col_sum(dev, dz, db)
-            return
-        half, one, zero, s = _fast.consts(d.dtype, slope)
-        _cpu.act_grad_bias_cpu(d, a, dz, db, kind, s, one, zero)

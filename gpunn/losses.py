@@ -33,8 +33,8 @@ __all__ = [
     "one_hot",
 ]
 
-from .backend import host_xp
-from .kernels import activations as _k
+from .backend import Device, host_xp
+from .kernels import ops
 
 EPS = 1e-7
 
@@ -111,33 +111,15 @@ class SoftmaxCrossEntropy(Loss):
         st = getattr(self, "_state", None)
         if st is None or st[0].shape != y.shape or st[0].dtype != dt:
             # per batch shape: the gradient buffer, per-row losses (CUDA), and the kernel scalars
-            from .backend import Device
-
             st = self._state = (
                 xp.empty(y.shape, dtype=dt),
                 xp.empty(n, dtype=dt),
                 *(Device.scalar(v, dt) for v in (1.0 / n, 1.0, 0.0, float("nan"))),
             )
         d, row_loss, inv_n, one, zero, nan = st
-        soft = t.ndim == 2
-        if soft:
+        if t.ndim == 2:
             t = xp.ascontiguousarray(t, dtype=dt)
-        if dev.is_cuda:
-            from .kernels import elementwise_grid, launch
-
-            args = (y, t, d, row_loss, inv_n, one, zero)
-            launch(
-                dev,
-                "activations",
-                "softmax_xent_soft" if soft else "softmax_xent",
-                elementwise_grid(dev, n),
-                *args,
-                *(() if soft else (nan,)),
-            )
-            loss = row_loss.sum() * inv_n
-        else:
-            kernel = _k.softmax_xent_soft_cpu if soft else _k.softmax_xent_cpu
-            loss = dt.type(kernel(y, t, d, inv_n, one, zero))
+        loss = ops(dev).softmax_xent(dev, y, t, d, row_loss, inv_n, one, zero, nan)
         self.d, self.t, self.p = d, t, None
         return loss
 

@@ -358,16 +358,16 @@ class MLP:
         dev = self.device
         if not self.fused:
             return check_inputs(dev, x, self.sizes[0], self.dtype, "x")
+        if is_device_array(x):
+            # device-resident: shape and dtype only (reading values would stop the GPU every step);
+            # a NaN/Inf makes the loss non-finite, which the Trainer's guard reports
+            return check_inputs(dev, x, self.sizes[0], self.dtype, "x", finite=False)
         # fast path: the NaN/Inf check as one vectorised Numba pass (on the host, before the copy
         # to a GPU: no device synchronisation); the message is check_finite's
-        if not dev.is_cuda or not is_device_array(x):
-            x = check_inputs(_host_device(), x, self.sizes[0], self.dtype, "x", finite=False)
-            if not _act.all_finite_cpu(x.reshape(-1), Device.scalar(0, x.dtype)):
-                check_finite(_host_device(), x, "x")
-            return x if not dev.is_cuda else dev.to_device(x)
-        # device-resident: shape and dtype only (reading values would stop the GPU every step);
-        # a NaN/Inf makes the loss non-finite, which the Trainer's guard reports
-        return check_inputs(dev, x, self.sizes[0], self.dtype, "x", finite=False)
+        x = check_inputs(_host_device(), x, self.sizes[0], self.dtype, "x", finite=False)
+        if not _act.all_finite_cpu(x.reshape(-1), Device.scalar(0, x.dtype)):
+            check_finite(_host_device(), x, "x")
+        return dev.to_device(x)  # (on the CPU: x itself)
 
     def _t(self, t, n):
         # fast path: 1-D int64 class indices on the host, checked by one Numba pass (no device sync)
@@ -383,7 +383,7 @@ class MLP:
             and t.flags.c_contiguous
             and _act.labels_ok_cpu(t, self.n_classes)
         ):
-            return self.device.to_device(t) if self.device.is_cuda else t
+            return self.device.to_device(t)  # (on the CPU: t itself)
         # device-resident targets: values unread (no host sync); the fused CUDA loss makes the loss of
         # a row whose label is out of range NaN, which the Trainer's guard reports
         return check_targets(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from .backend import Device, on_device
 from .backend import device as get_device
-from .kernels import resolve
 from .layers import Layer
 from .validate import check_hyper
 
@@ -62,8 +61,7 @@ class Dropout(Layer):
 
     def __init__(self, dev, p: float = 0.5, seed=None, *, inverted: bool = True, rand=None):
         dev = get_device(dev)
-        super().__init__(dev.xp)
-        self.dev = dev
+        super().__init__(dev.xp, dev)
         self.p = check_hyper("dropout", p, low=0, high=1, high_open=True)
         if not isinstance(inverted, bool):
             raise TypeError(f"inverted must be True or False, got {inverted!r}")
@@ -95,7 +93,7 @@ class Dropout(Layer):
         out = self.xp.empty_like(a)
         key, dt = self.key, a.dtype
         ints = [Device.scalar(v, "uint64") for v in (key & _M32, key >> 32, dropout_threshold(self.p))]
-        resolve(self.dev, "dropout", "apply")(
+        self.ops.elementwise(self.dev, "dropout", "apply")(
             a.size,
             a.reshape(-1),
             out.reshape(-1),

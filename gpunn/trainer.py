@@ -64,7 +64,7 @@ from pathlib import Path
 
 from . import checkpoint as _ckpt
 from . import distributed as _dist
-from .backend import host_xp, on_device
+from .backend import host_xp, is_device_array, on_device
 from .kernels.activations import all_finite_cpu as _all_finite_cpu
 from .progress import progress
 from .validate import check_inputs, check_targets, positive_int
@@ -537,7 +537,7 @@ class Trainer:
         xp = model.xp
         grads, flat = model.grads, model.params.flat
         gflat = getattr(grads, "flat", None)
-        if model.device.is_cuda or gflat is None:
+        if gflat is None or is_device_array(gflat):
             total = loss + (gflat.sum() if gflat is not None else sum(g.sum() for g in grads.values()))
             return bool(xp.isfinite(total + flat.sum() if params else total))
         zero = flat.dtype.type(0)

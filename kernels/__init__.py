@@ -13,9 +13,15 @@ Layout, per topic ``T``:
   ``@njit`` dispatcher called from a ``@cuda.jit`` kernel as a device function), grid-stride loops
   named ``<rule>``.  Imported lazily: only a CUDA device (real or simulated) loads numba.cuda.
 
-:func:`resolve` turns ``(device, topic, rule)`` into a callable ``f(n, *args)`` that runs the right
-kernel over ``n`` elements, on CuPy's current stream for a real GPU.  Hyper-parameters must
-arrive as scalars of the array dtype (``Device.scalar``) or float32 rules silently become float64.
+* ``cpu_ops.py`` / ``cuda_ops.py`` -- the kernel operations a layer, loss or optimizer calls: the same
+  functions with the same signatures, device first (``add_bias(dev, z, b)``, ...,
+  ``elementwise(dev, topic, rule)``, which returns ``f(n, *args)`` running kernel ``rule`` of
+  ``topic`` over ``n`` elements).  The CPU ones call the ``@njit`` kernels; the CUDA ones choose the
+  grid and launch through :func:`launch`, on CuPy's current stream.
+
+:func:`ops` returns the operations of a device: the one place gpunn chooses between its CPU and CUDA
+kernels.  Hyper-parameters must arrive as scalars of the array dtype (``Device.scalar``;
+:func:`consts` for ½, 1, 0 and an activation's slope) or float32 rules silently become float64.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from functools import cache
 
 import numba
 
-from ..cpu_threads import parallel_kernel
+from ..backend import Device, host_xp
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # OpenMP workers spin after each parallel region and take the cores OpenBLAS's threads need
@@ -47,32 +53,25 @@ def _module(topic: str, cuda: bool):
     return importlib.import_module(f"{__name__}.{topic}{'_cuda' if cuda else ''}")
 
 
-def resolve(dev, topic: str, rule: str):
-    """Return ``f(n, *args)`` running kernel ``rule`` of ``topic`` for device ``dev`` on ``n`` elements.
+def ops(dev):
+    """The kernel operations of device ``dev``: :mod:`gpunn.kernels.cpu_ops`, or for a CUDA device (real
+    or simulated) :mod:`gpunn.kernels.cuda_ops` (imported on first use)."""
+    if dev.is_cuda:
+        from . import cuda_ops
 
-    On the CPU, a topic with ``PARALLEL_MIN`` and ``serial_kernel(rule)`` (optim, dropout) runs calls of
-    at least ``PARALLEL_MIN`` elements through :func:`gpunn.cpu_threads.parallel_kernel`: its ``prange``
-    kernel on the policy's thread count, or the serial twin (same results) on one thread or while
-    another Python thread is inside a parallel kernel."""
-    if not dev.is_cuda:
-        module = _module(topic, False)
-        kernel = getattr(module, f"{rule}_cpu")
-        parallel_min = getattr(module, "PARALLEL_MIN", None)
-        serial = module.serial_kernel(rule) if hasattr(module, "serial_kernel") else None
+        return cuda_ops
+    return cpu_ops
 
-        def run_cpu(n, *args):
-            if serial is not None and n >= parallel_min:
-                parallel_kernel(kernel, serial, args)
-            elif n:
-                kernel(*args)
 
-        return run_cpu
+_consts: dict = {}
 
-    def run_cuda(n, *args):
-        if n:
-            launch(dev, topic, rule, elementwise_grid(dev, n), *args)
 
-    return run_cuda
+def consts(dtype, slope=0.0) -> tuple:
+    """(½, 1, 0, ``slope``) as scalars of ``dtype`` (no float64 promotion in float32 kernels)."""
+    c = _consts.get((dtype, slope))
+    if c is None:
+        c = _consts[dtype, slope] = tuple(Device.scalar(v, dtype) for v in (0.5, 1.0, 0.0, slope))
+    return c
 
 
 def cuda_kernel(topic: str, name: str):
@@ -105,8 +104,8 @@ def configure(kernel, blocks, threads, cuda_stream):
     numba-cuda warns (``NumbaPerformanceWarning``, "Grid size N will likely result in GPU
     under-utilization due to low occupancy") when it builds a launch configuration of fewer than 128
     blocks (``numba.cuda.dispatcher._LaunchConfiguration``; ``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS``).
-    gpunn's grids are as large as their work (:func:`elementwise_grid`; a 64x16 layer is 4 blocks of
-    256 threads), so for its launches the warning is noise.  The switch is off only while gpunn's own
+    gpunn's grids are as large as their work (:mod:`gpunn.kernels.cuda_ops`; a 64x16 layer is 4 blocks
+    of 256 threads), so for its launches the warning is noise.  The switch is off only while gpunn's own
     configuration is built (numba-cuda caches configurations per kernel, grid and stream: this is the
     only moment it could warn), so the user's kernels still warn."""
     config = _numba_cuda_config()
@@ -140,8 +139,6 @@ def record_signatures() -> set:
 def arg_type(a) -> tuple:
     """How Numba types a launch argument: ``("array", dtype, ndim, layout)`` with layout "C", "F" or
     "A", or ``("scalar", dtype)`` (Python ints, floats and bools as Numba types them)."""
-    from gpunn.backend import host_xp
-
     numpy = host_xp()
     if isinstance(a, numpy.generic):
         return ("scalar", a.dtype.name)
@@ -150,25 +147,6 @@ def arg_type(a) -> tuple:
     f = a.flags
     layout = "C" if f.c_contiguous else "F" if f.f_contiguous else "A"
     return ("array", numpy.dtype(a.dtype).name, a.ndim, layout)
-
-
-@cache
-def sm_count(dev) -> int:
-    """The number of streaming multiprocessors of GPU ``dev``."""
-    return dev.xp.cuda.Device(dev.index).attributes["MultiProcessorCount"]
-
-
-def elementwise_grid(dev, n: int) -> tuple[int, int]:
-    """(blocks, threads per block) for a grid-stride loop over ``n`` elements.
-
-    On a GPU: 256 threads, at most 32 blocks per SM (the loop strides over the rest).  In the
-    simulator (one OS thread per CUDA thread): 32 threads, at most 2 blocks.
-    """
-    if dev.simulated:
-        threads, cap = 32, 2
-    else:
-        threads, cap = 256, 32 * sm_count(dev)
-    return max(1, min(cap, -(-n // threads))), threads
 
 
 _streams: dict = {}
@@ -189,3 +167,6 @@ def stream(dev):
 
         s = _streams[key] = cuda.external_stream(key[1])
     return s
+
+
+from . import cpu_ops  # noqa: E402  (it imports the names above)

@@ -3,7 +3,7 @@ rules (numba-cuda compiles the ``@njit`` rules as device functions).  Grid-strid
 flat element index of row-major ``(N, C)`` arrays (column ``i % C``), except the per-column
 reduction (one thread per column, rows in order: deterministic) and the softmax cross-entropy (one
 thread per row, per-row losses into ``row_loss``, summed on the device by the caller: no atomics,
-no host synchronisation).  Launch with ``gpunn.kernels.elementwise_grid`` on CuPy's stream.
+no host synchronisation).  Launched by ``gpunn.kernels.cuda_ops`` on CuPy's stream.
 
 Each element makes exactly one rule call (a rule's result fed into a second rule compiles the
 second for float64 in the simulator)."""

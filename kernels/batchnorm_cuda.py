@@ -5,7 +5,7 @@ consecutive features (``blockDim.x = W``) and ``TY`` row lanes (``blockDim.y = T
 two).  Thread ``(tx, ty)`` walks rows ``ty, ty + TY, …`` of feature ``c = blockIdx.x·W + tx``, so a
 warp reads whole 32-byte sectors of consecutive features of a few rows (coalesced).  The block's
 partial sums meet in a float64 shared-memory tree over ``ty``.  Launch: ``grid = ⌈C/W⌉`` blocks of
-``(W, TY)`` threads, ``W·TY ≤ MAX_THREADS`` (:func:`gpunn.batchnorm.tile_shape` picks them).
+``(W, TY)`` threads, ``W·TY ≤ MAX_THREADS`` (``gpunn.kernels.cuda_ops`` picks them).
 
 * ``forward_train`` -- **one launch**: mean (pass 1), variance Σ(x − μ)² (pass 2, the two-pass
   algorithm: stable in float32), running statistics (variance Σ(x − μ)²/(N − ``ddof``), ``ddof`` an

@@ -1,6 +1,7 @@
 """CUDA kernels of the optimizer rules in ``optim.py``: grid-stride loops calling the same scalar
-``@njit`` rules (numba-cuda compiles them as device functions).  Launch through
-``gpunn.kernels.resolve``, which picks the grid and CuPy's current stream, and skips ``n == 0``.
+``@njit`` rules (numba-cuda compiles them as device functions).  Launched by
+``gpunn.kernels.cuda_ops.elementwise``, which picks the grid and CuPy's current stream, and skips
+``n == 0``.
 
 Arguments are those of the CPU kernels: ``(p, g, *state, *hyper, wd, n_decay)``.  On a GPU the
 weight-decay boundary is a per-element select, uniform within all but one warp, so it costs nothing

@@ -1,6 +1,7 @@
 """Structural rules of the code base."""
 
 import ast
+import inspect
 import os
 from pathlib import Path
 
@@ -93,3 +94,66 @@ def test_cuda_kernels_are_launched_only_through_kernels_launch():
     assert not importers, f"modules importing numba.cuda outside the device boundary: {importers}"
     assert not lookups, f"modules launching raw CUDA kernels instead of gpunn.kernels.launch: {lookups}"
     assert any(p.name.endswith("_cuda.py") for p in PACKAGE_FILES)  # the scan sees the kernel modules
+
+
+def _is_cuda_uses(path):
+    """``(function, line)`` of every ``….is_cuda`` attribute access in ``path`` (function: the innermost
+    enclosing ``def``, None at module level)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    uses = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, child.name)
+                continue
+            if isinstance(child, ast.Attribute) and child.attr == "is_cuda":
+                uses.append((function, child.lineno))
+            visit(child, function)
+
+    visit(tree, None)
+    return uses
+
+
+def test_the_kernel_choice_is_made_only_by_kernels_ops():
+    """``Device.is_cuda`` is read only by ``gpunn.kernels.ops`` (which picks ``cpu_ops`` or ``cuda_ops``):
+    layers, losses and optimizers call the operations it returns, and data placement asks where an
+    array lives (``is_device_array``, ``Device.to_device``), not which kind of device it is for."""
+    found = {
+        (str(path.relative_to(ROOT)), function)
+        for path in PACKAGE_FILES
+        for function, _ in _is_cuda_uses(path)
+    }
+    assert found == {("kernels/__init__.py", "ops")}
+    definitions = [
+        path
+        for path in PACKAGE_FILES
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.FunctionDef) and n.name == "is_cuda"
+    ]
+    assert definitions == [BACKEND]
+
+
+def test_the_is_cuda_scan_sees_a_use(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("x = d.is_cuda\n\ndef f(d):\n    def g():\n        return d.is_cuda\n    return g\n")
+    assert _is_cuda_uses(path) == [(None, 1), ("g", 5)]
+
+
+def _public_functions(module):
+    return {
+        name: inspect.signature(obj)
+        for name, obj in vars(module).items()
+        if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", None) == module.__name__
+    }
+
+
+def test_cpu_and_cuda_ops_define_the_same_operations():
+    from gpunn.kernels import cpu_ops, cuda_ops, ops
+
+    cpu, cuda = _public_functions(cpu_ops), _public_functions(cuda_ops)
+    assert cpu == cuda
+    assert {"add_bias", "softmax_xent", "batchnorm_backward", "elementwise"} <= set(cpu)
+    assert all(next(iter(s.parameters)) == "dev" for s in cpu.values())
+    assert ops(gpunn.device("cpu")) is cpu_ops
+    assert ops(gpunn.device("cuda", strict=True)) is cuda_ops  # real, or the simulator

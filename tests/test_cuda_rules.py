@@ -98,11 +98,12 @@ def test_arrays_of_another_gpu_are_refused(sim):
 
 
 def test_a_kernel_launch_refuses_host_arrays(cuda):
-    from gpunn.kernels import resolve
+    from gpunn.kernels import ops
 
     p = cuda.to_device(np.ones(4, np.float32))
+    sgd = ops(cuda).elementwise(cuda, "optim", "sgd")
     with pytest.raises(TypeError, match="kernel launch is a host"):
-        resolve(cuda, "optim", "sgd")(4, p, np.ones(4, np.float32), np.float32(0.1), np.float32(0), 4)
+        sgd(4, p, np.ones(4, np.float32), np.float32(0.1), np.float32(0), 4)
 
 
 def test_a_host_device_mix_in_gpunn_turns_the_suite_red(cuda, monkeypatch):

@@ -1,6 +1,7 @@
 """The optimizer interface: launches, weight-decay placement, validation, state dicts, allocation."""
 
 import tracemalloc
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -27,20 +28,23 @@ def flat_model(dev, dtype="float32", seed=0):
 # -- launches ------------------------------------------------------------------------------------
 @pytest.fixture
 def launches(monkeypatch):
-    """Count kernel launches: wrap what ``resolve`` hands to the optimizers."""
+    """Count kernel launches: wrap what ``ops(dev).elementwise`` hands to the optimizers."""
     calls = []
-    real = base.resolve
+    real = base.ops
 
-    def counting(dev, topic, rule):
-        kernel = real(dev, topic, rule)
+    def counting_ops(dev):
+        def elementwise(dev, topic, rule):
+            kernel = real(dev).elementwise(dev, topic, rule)
 
-        def run(n, *args):
-            calls.append((rule, n))
-            kernel(n, *args)
+            def run(n, *args):
+                calls.append((rule, n))
+                kernel(n, *args)
 
-        return run
+            return run
 
-    monkeypatch.setattr(base, "resolve", counting)
+        return SimpleNamespace(elementwise=elementwise)
+
+    monkeypatch.setattr(base, "ops", counting_ops)
     return calls
 
 

@@ -29,7 +29,7 @@ from operator import itemgetter
 
 from ..backend import Device, device_of, host_xp
 from ..backend import device as gpunn_device
-from ..kernels import resolve
+from ..kernels import ops
 from ..validate import check_hyper
 
 np = host_xp()
@@ -235,7 +235,7 @@ class Optimizer:
         if self.__dict__.get("_dtype") != groups[0][1].dtype:
             self.check_dtype(groups[0][1].dtype)
         if self._kernel is None or self._kernel[0] != dev:
-            self._kernel = (dev, resolve(dev, "optim", self.rule))
+            self._kernel = (dev, ops(dev).elementwise(dev, "optim", self.rule))
         kernel = self._kernel[1]
         states = [self._state_for(dev, key, p) for key, p, _, _ in groups]
         self.t += 1
