@@ -271,8 +271,14 @@ def _parse_header(stream, where: str, *, compressed: bool) -> tuple[Any, tuple[i
             f"{where}: truncated header: {ndim} dimensions need {4 * ndim} bytes after the magic "
             f"number, {kind} has {len(raw_dims)}"
         )
-    shape = struct.unpack(f">{ndim}I", raw_dims)
-    return np.dtype(_IDX_DTYPES[code]), tuple(int(d) for d in shape), 4 + 4 * ndim
+    shape = tuple(int(d) for d in struct.unpack(f">{ndim}I", raw_dims))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    if _expected_bytes(dtype, tuple(d for d in shape if d)) > np.iinfo(np.intp).max:
+        # NumPy refuses such a shape even when another dimension is 0 (the array would be empty)
+        raise IDXFormatError(
+            f"{where}: truncated or corrupt: header declares shape {shape}, beyond any array"
+        )
+    return dtype, shape, 4 + 4 * ndim
 
 
 def _expected_bytes(dtype, shape: tuple[int, ...]) -> int:

@@ -267,6 +267,8 @@ def test_read_idx_bad_headers(tmp_path, data, msg, gz):
         b"\x00\x00\x08\x02" + struct.pack(">2I", 2**31, 2**31),
         b"\x00\x00\x0e\x04" + struct.pack(">4I", 2**32 - 1, 2**32 - 1, 2**32 - 1, 2**32 - 1),
         b"\x00\x00\x08\x01" + struct.pack(">I", 10**9),
+        # empty (a dimension is 0), yet the others multiply past what NumPy allows (found by Hypothesis)
+        b"\x00\x00\x08\x04" + struct.pack(">4I", 0, 32308, 16892239, 16900223),
     ],
 )
 def test_read_idx_absurd_header_fails_fast(tmp_path, header, gz):
