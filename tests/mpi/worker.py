@@ -35,6 +35,14 @@ import numpy as np
 import gpunn
 from gpunn import distributed as dist
 
+
+def say(text: str) -> None:
+    """Print one line in a single write: ``print`` writes the text and its newline separately, and
+    mpiexec may put the other rank's output between the two (the test then sees one merged line)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 N, FEATURES, CLASSES, BATCH = 103, 10, 4, 20  # 103 = 5 batches of 20 + one of 3 (split 2 + 1)
 
 
@@ -130,7 +138,7 @@ def scenario_train(out):
         errors["batch_size"] = str(exc)
     if ctx.rank == 0:
         result = {"world": ctx.world_size, "steps": results, "errors": errors}
-        print("RESULT " + json.dumps(result), flush=True)
+        say("RESULT " + json.dumps(result))
 
 
 class _FailingGradient:
@@ -166,7 +174,7 @@ def _train_with(action, checkpoint_path=None, **init):
     try:
         return tr.fit(x, t), tr
     finally:
-        print(f"rank {dist.rank()} left fit after {time.monotonic() - start:.1f} s", flush=True)
+        say(f"rank {dist.rank()} left fit after {time.monotonic() - start:.1f} s")
 
 
 def _fail():
@@ -177,7 +185,7 @@ def scenario_timeout(out):
     try:
         _train_with(_fail, abort_on_exception=False)
     except dist.DistributedTimeoutError as exc:
-        print(f"CAUGHT {type(exc).__name__} collective={exc.collective} step={exc.step}: {exc}", flush=True)
+        say(f"CAUGHT {type(exc).__name__} collective={exc.collective} step={exc.step}: {exc}")
         raise
 
 
@@ -205,10 +213,9 @@ def scenario_mismatch(out):
 
 def scenario_interrupt(out):
     h, tr = _train_with(lambda: os.kill(os.getpid(), signal.SIGINT))
-    print(
+    say(
         f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
-        f"losses={len(h['iter_loss'])}",
-        flush=True,
+        f"losses={len(h['iter_loss'])}"
     )
 
 
@@ -236,10 +243,9 @@ def scenario_diverge(out):
     try:
         tr.fit(x, t)
     except gpunn.TrainingDivergedError as exc:
-        print(
+        say(
             f"CAUGHT rank={dist.rank()} step={exc.step} quantity={exc.quantity} steps_done={tr.step} "
-            f"losses={len(exc.history['iter_loss'])}: {exc}",
-            flush=True,
+            f"losses={len(exc.history['iter_loss'])}: {exc}"
         )
 
 
@@ -278,10 +284,9 @@ def scenario_ckpt_rank0(out):
         checkpoint_every=2,
     )
     h = tr.fit(x, t)
-    print(
+    say(
         f"RESULT rank={dist.rank()} step={tr.step} interrupted={h['interrupted']} "
-        f"losses={len(h['iter_loss'])}",
-        flush=True,
+        f"losses={len(h['iter_loss'])}"
     )
 
 
