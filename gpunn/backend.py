@@ -317,6 +317,8 @@ class Device:
         if self.xp is not numpy:
             with self.xp.cuda.Device(self.index):
                 out = self.xp.asarray(a, dtype=dtype)
+        elif dtype is None and type(a) is numpy.ndarray and a.flags.c_contiguous:
+            return a  # the training step's common case, kept cheap (asarray would return it too)
         else:
             out = numpy.asarray(self.to_numpy(a), dtype=dtype)
         return out if out.flags.c_contiguous else self.xp.ascontiguousarray(out)
