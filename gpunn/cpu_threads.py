@@ -236,19 +236,24 @@ class _Blas:
         self.active = 0  # GEMMs running with ``current`` threads
         self.queue = collections.deque()  # threads waiting for their turn, in order
         self.lock = threading.Lock()
+        self.load_lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.sections = {}
         self.single = False  # one core for this process and BLAS set to 1 thread: no gate needed
 
     def _load(self):
-        if self.libs is None:
-            try:
-                from threadpoolctl import ThreadpoolController
+        """threadpoolctl's controllers of the BLAS libraries, found once (by the first thread to ask:
+        a later look could read the thread count this gate has already lowered)."""
+        with self.load_lock:
+            if self.libs is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
 
-                self.libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            except Exception:  # noqa: BLE001 - no threadpoolctl or no introspectable BLAS: leave it alone
-                self.libs = []
-            self.start = max([lib.num_threads for lib in self.libs], default=1)
+                    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+                except Exception:  # noqa: BLE001 - no threadpoolctl or no introspectable BLAS: leave it alone
+                    libs = []
+                self.start = max([lib.num_threads for lib in libs], default=1)
+                self.libs = libs
         return self.libs
 
     def available(self) -> bool:

@@ -263,3 +263,57 @@ def test_models_trained_from_several_threads_at_once_equal_training_alone():
     assert not errors, errors
     for (name, _, _), a, b in zip(models, alone, results, strict=True):
         assert np.array_equal(a, b), f"{name}: trained concurrently, the model differs from training alone"
+
+
+def test_threads_training_at_once_while_the_gemm_thread_counts_keep_changing(policy, monkeypatch):
+    """The default (adaptive) policy with a load that changes every GEMM: the threads' GEMMs want 1,
+    2 and 3 BLAS threads in turn, so the gate keeps switching the count and queueing threads.  No
+    crash, no deadlock, and every model trains (finite, changed parameters)."""
+    policy.set_reproducible(False)
+    counts = iter(range(1 << 30))
+    monkeypatch.setattr(cpu_threads, "budget", lambda: 1 + next(counts) % 3)
+    models = [factory for _, factory, _ in _models()] * 2
+    before = [f().params.flat.copy() for f in models]
+    results, errors = [None] * len(models), []
+
+    def work(i, f):
+        try:
+            results[i] = _train(f, 64, steps=3)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i, f)) for i, f in enumerate(models)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in ts), "a training thread is stuck"
+    assert not errors, errors
+    for b, a in zip(before, results, strict=True):
+        assert np.isfinite(a).all() and not np.array_equal(a, b)
+    assert next(counts) > 6 * len(models)  # the policy was asked for every GEMM
+
+
+def test_threads_starting_at_once_all_see_the_blas_thread_count_the_process_started_with(policy, monkeypatch):
+    """The BLAS libraries are looked up once: a thread that looked after another thread's GEMM had
+    lowered the count to 1 took 1 for the process's ceiling, and every GEMM ran on one thread after."""
+    if not cpu_threads._blas.available() or cpu_threads._blas.start < 2:
+        pytest.skip("needs a BLAS threadpoolctl can control, started with 2 threads or more")
+    start = cpu_threads._blas.start
+    cpu_threads._blas.enter(start)  # the count as a fresh process has it
+    cpu_threads._blas.leave()
+    fresh = cpu_threads._Blas()
+    monkeypatch.setattr(cpu_threads, "_blas", fresh)
+    monkeypatch.setattr(cpu_threads, "budget", lambda: 1)
+    policy.set_reproducible(False)
+    cpu_threads._policy_changed()
+    a = np.ones((64, 784), np.float32)
+    b = np.ones((784, 64), np.float32)
+    go = threading.Barrier(8)
+    ts = [threading.Thread(target=lambda: (go.wait(), cpu_threads.matmul(np.matmul, a, b))) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert fresh.start == start
+    assert cpu_threads.cores() == min(cpu_threads._CPUS, start)
