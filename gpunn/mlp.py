@@ -27,13 +27,15 @@ Regularisation, as in the textbook's ``MultiLayerNetExtend``: ``batchnorm=True``
 from __future__ import annotations
 
 import numbers
+from functools import cache
 
-from .backend import Device, is_device_array, on_device
 from .backend import device as get_device
+from .backend import is_device_array, on_device
 from .batchnorm import EPS, MOMENTUM, BatchNorm
 from .gradcheck import numerical_gradient_dict
 from .init import get_initializer
 from .kernels import activations as _act
+from .kernels import consts
 from .layers import ACTIVATIONS, Affine, get_activation, softmax
 from .losses import get_loss, loss_name
 from .params import FlatLayout
@@ -43,6 +45,7 @@ from .validate import check_finite, check_hyper, check_inputs, check_targets, po
 __all__ = ["MLP"]
 
 
+@cache
 def _host_device():
     return get_device("cpu")
 
@@ -365,7 +368,7 @@ class MLP:
         # fast path: the NaN/Inf check as one vectorised Numba pass (on the host, before the copy
         # to a GPU: no device synchronisation); the message is check_finite's
         x = check_inputs(_host_device(), x, self.sizes[0], self.dtype, "x", finite=False)
-        if not _act.all_finite_cpu(x.reshape(-1), Device.scalar(0, x.dtype)):
+        if not _act.all_finite_cpu(x.reshape(-1), consts(x.dtype)[2]):
             check_finite(_host_device(), x, "x")
         return dev.to_device(x)  # (on the CPU: x itself)
 
