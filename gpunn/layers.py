@@ -10,11 +10,11 @@ Every layer gets its array namespace ``xp`` (NumPy or CuPy) from the device; non
 **Fast path.**  A layer built without a device (``Sigmoid(xp)``) runs the textbook's array code
 (the reference).  A layer given its device (``dev=``, as :class:`~gpunn.MLP` does unless
 ``fused=False``) runs fused Numba kernels (``gpunn.kernels.activations``, CPU or CUDA, through
-:func:`gpunn.kernels.ops`) and reuses
-preallocated buffers per batch size; inside an MLP it also works in place (``inplace``): an
-activation overwrites its input and its incoming gradient, a hidden Affine leaves its bias to the
-activation after it (``act.bias``: one bias + activation kernel, one activation-gradient + bias
-gradient kernel) and the first Affine skips ∂L/∂x (``need_dx = False``: never used).
+:func:`gpunn.kernels.ops`) and reuses preallocated buffers per batch size; inside an MLP it also
+works in place (``inplace``): an activation overwrites its input and its incoming gradient, a
+hidden Affine leaves its bias to the activation after it (``act.bias``: one bias + activation
+kernel, one activation-gradient + bias gradient kernel) and the first Affine skips ∂L/∂x
+(``need_dx = False``: never used).
 """
 
 from __future__ import annotations
